@@ -1,0 +1,66 @@
+"""The loop's state at a step boundary, and its checkpoints (one row per step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from warden.events.log import Tx
+from warden.models.base import Message, Usage
+from warden.store.database import Database
+from warden.store.schema import checkpoints, tasks
+
+
+@dataclass
+class LoopState:
+    step: int
+    """The next model turn to take (0-based)."""
+    messages: list[Message]
+    usage: dict[str, Usage] = field(default_factory=dict)
+    """Per model name."""
+
+    @property
+    def total_usage(self) -> Usage:
+        total = Usage()
+        for u in self.usage.values():
+            total = total + u
+        return total
+
+    def add_usage(self, model: str, usage: Usage) -> None:
+        self.usage[model] = self.usage.get(model, Usage()) + usage
+
+    def usage_dict(self) -> dict[str, dict[str, int]]:
+        return {name: u.to_dict() for name, u in sorted(self.usage.items())}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "messages": [m.to_dict() for m in self.messages], "usage": self.usage_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopState:
+        return cls(
+            step=int(data["step"]),
+            messages=[Message.from_dict(m) for m in data["messages"]],
+            usage={k: Usage.from_dict(v) for k, v in (data.get("usage") or {}).items()},
+        )
+
+
+async def latest_checkpoint(db: Database, task_id: str) -> LoopState | None:
+    async with db.read() as conn:
+        row = (
+            await conn.execute(
+                select(checkpoints.c.state)
+                .where(checkpoints.c.task_id == task_id)
+                .order_by(checkpoints.c.step.desc())
+                .limit(1)
+            )
+        ).first()
+    return LoopState.from_dict(row.state) if row is not None else None
+
+
+async def save_checkpoint(tx: Tx, task_id: str, state: LoopState) -> None:
+    await tx.conn.execute(
+        insert(checkpoints).values(task_id=task_id, step=state.step, state=state.to_dict(), created_at=tx.db.now())
+    )
+    await tx.conn.execute(update(tasks).where(tasks.c.id == task_id).values(usage=state.usage_dict()))

@@ -1,0 +1,237 @@
+"""Configuration: one `warden.yaml` plus `WARDEN_*` environment overrides (pydantic-settings).
+
+With no file at all the built-in defaults run the demo: SQLite under `./.warden/`, the
+in-process queue and event bus, and the scripted model when no model endpoint is configured.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from warden.errors import ConfigError
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+"""Agents, models and tools are named like DNS labels, so they are safe in URLs and logs."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    """One model endpoint."""
+
+    provider: Literal["openai", "anthropic", "scripted"]
+    model: str = ""
+    """Model name sent to the provider (``gpt-4o-mini``, ``claude-sonnet-4-5``); unused by ``scripted``."""
+    base_url: str | None = None
+    """Any OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp, Azure); the provider's default when unset."""
+    api_key: SecretStr | None = None
+    """Prefer ``api_key_env``: a key written in the file ends up in backups."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the key."""
+    timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Seconds one model call may take, streaming included."""
+    connect_timeout: float = Field(default=10.0, gt=0, le=600)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    """Retries with exponential backoff on 429, 5xx and dropped connections."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    headers: dict[str, str] = Field(default_factory=dict)
+    script: str | None = None
+    """``scripted`` only: a built-in script name or a path to a YAML script."""
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.provider == "scripted" and not self.script:
+            self.script = "demo"
+        if self.provider in ("openai", "anthropic") and not self.model:
+            raise ValueError(f"provider {self.provider!r} needs a 'model' name")
+        return self
+
+
+class Limits(_Section):
+    max_steps: int = Field(default=20, ge=1, le=10_000)
+    """Model turns one task may take."""
+    max_tokens: int = Field(default=200_000, ge=1)
+    """Input plus output tokens over the whole task."""
+    timeout: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    """Seconds of running time over all attempts of a task."""
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    """Cap on output tokens of one model call."""
+
+
+class AgentSpec(_Section):
+    """An agent: what model it talks to, what it is told, which tools it may call."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = "1"
+    description: str = ""
+    model: str = "default"
+    """A key of ``models`` in warden.yaml."""
+    instructions: str = ""
+    tools: list[str] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value
+
+    @field_validator("version")
+    @classmethod
+    def _version_format(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}", value):
+            raise ValueError("version must be 1-32 characters of letters, digits, '.', '_', '+', '-'")
+        return value
+
+
+class ToolConfig(_Section):
+    """A tool implemented in Python and loaded by import path (trusted operator configuration)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    python: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """``package.module:attribute``: a `warden.tools.Tool` or a function to wrap as one."""
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_input_chars: int = Field(default=200_000, ge=1)
+    """Largest task input accepted."""
+
+
+class WorkerConfig(_Section):
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    lease_ttl: float = Field(default=30.0, ge=0.5, le=3600)
+    """Seconds a lease lives without a heartbeat before the reaper re-queues the task."""
+    heartbeat_interval: float | None = Field(default=None, gt=0)
+    """Defaults to a third of ``lease_ttl``."""
+    poll_interval: float = Field(default=0.5, gt=0, le=60)
+    """How often an idle worker looks for work when nothing wakes it."""
+    cancel_poll_interval: float = Field(default=0.25, gt=0, le=10)
+    """How often a worker checks for cancel requests made in another process."""
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    retry_backoff: float = Field(default=2.0, ge=0, le=3600)
+    """Seconds before the second attempt; doubles with each further attempt."""
+    shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
+    """On SIGTERM, seconds running tool calls get to finish before they are cancelled."""
+    reap_interval: float = Field(default=2.0, gt=0, le=3600)
+
+    @property
+    def heartbeat_every(self) -> float:
+        return self.heartbeat_interval or self.lease_ttl / 3
+
+
+class EventsConfig(_Section):
+    delta_flush_interval: float = Field(default=0.05, ge=0, le=10)
+    """Streamed tokens are stored as one `model.delta` event per this many seconds."""
+    delta_flush_chars: int = Field(default=2048, ge=1)
+    subscriber_buffer: int = Field(default=1024, ge=16)
+    """Live events a slow subscriber may fall behind before it re-reads from the log."""
+
+
+class WardenConfig(BaseSettings):
+    """Everything Warden reads at start."""
+
+    model_config = SettingsConfigDict(env_prefix="WARDEN_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Path(".warden")
+    """Where the SQLite database, logs and sandbox state live."""
+    database_url: str | None = None
+    """``postgresql+asyncpg://…`` or ``sqlite+aiosqlite:///…``; SQLite under ``home`` when unset."""
+    redis_url: str | None = None
+    log_level: str = "INFO"
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    agents: list[AgentSpec] = Field(default_factory=list)
+    agents_dirs: list[Path] = Field(default_factory=lambda: [Path("agents")])
+    """Folders of agent spec files (``*.yaml``), read in addition to ``agents``."""
+    tools: list[ToolConfig] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over warden.yaml, which arrives as init arguments.
+        return env_settings, init_settings
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.home / 'warden.db').as_posix()}"
+
+    def model_names(self) -> list[str]:
+        return sorted(self.models)
+
+
+def default_model() -> ModelConfig:
+    """The model behind ``default`` when warden.yaml names none: a real endpoint when the
+    usual OpenAI variables are set, the scripted demo model otherwise."""
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+        return ModelConfig(
+            provider="openai",
+            model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+            base_url=os.environ.get("OPENAI_BASE_URL") or None,
+            api_key_env="OPENAI_API_KEY",
+        )
+    return ModelConfig(provider="scripted", script="demo")
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = [f"{source} is invalid:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None = None) -> WardenConfig:
+    """Read warden.yaml (``path``, ``$WARDEN_CONFIG`` or ``./warden.yaml`` if present)."""
+    if path is None and os.environ.get("WARDEN_CONFIG"):
+        path = Path(os.environ["WARDEN_CONFIG"])
+    if path is None and Path("warden.yaml").is_file():
+        path = Path("warden.yaml")
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings")
+        data = loaded
+    try:
+        config = WardenConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from exc
+    if "default" not in config.models:
+        config.models["default"] = default_model()
+    return config

@@ -1,0 +1,19 @@
+"""Typed task events: the append-only log, live fan-out and resumable streams."""
+
+from warden.events.bus import EventBus, LocalEventBus, Subscription
+from warden.events.log import EventLog, Tx, read_events
+from warden.events.stream import follow
+from warden.events.types import TERMINAL_EVENTS, Event, EventType
+
+__all__ = [
+    "TERMINAL_EVENTS",
+    "Event",
+    "EventBus",
+    "EventLog",
+    "EventType",
+    "LocalEventBus",
+    "Subscription",
+    "Tx",
+    "follow",
+    "read_events",
+]

@@ -1,0 +1,176 @@
+"""Provider-neutral chat types and the `ModelProvider` protocol every LLM backend implements.
+
+Messages, tool calls and responses are plain frozen dataclasses that round-trip through JSON,
+because the journal stores them and a resumed task must rebuild them exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call requested by the model."""
+
+    id: str
+    """The provider's call id; tool results refer back to it."""
+    name: str
+    arguments: str
+    """Arguments exactly as the model produced them: JSON text that may be malformed."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolCall:
+        return cls(id=str(data["id"]), name=str(data["name"]), arguments=str(data["arguments"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message in provider-neutral form."""
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Set on assistant messages that call tools."""
+    tool_call_id: str | None = None
+    """Set on tool messages: the call this is the result of."""
+    name: str | None = None
+    """Set on tool messages: the tool's name (Anthropic and some OpenAI-compatible servers need it)."""
+    is_error: bool = False
+    """Set on tool messages whose content reports a failure."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            data["name"] = self.name
+        if self.is_error:
+            data["is_error"] = True
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Message:
+        return cls(
+            role=data["role"],
+            content=data.get("content") or "",
+            tool_calls=tuple(ToolCall.from_dict(c) for c in data.get("tool_calls") or ()),
+            tool_call_id=data.get("tool_call_id"),
+            name=data.get("name"),
+            is_error=bool(data.get("is_error", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What the model is told about one tool."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    """JSON Schema of the arguments object."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        return cls(int(data.get("input_tokens", 0)), int(data.get("output_tokens", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """One chat turn to send to a provider."""
+
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    max_tokens: int | None = None
+    """Upper bound on output tokens for this call."""
+    temperature: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    """Opaque labels (task id, step) a provider may forward; never sent as content."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    """A finished model turn."""
+
+    message: Message
+    """The assistant message: text and/or tool calls."""
+    usage: Usage
+    model: str
+    """The model name the provider reports it used."""
+    finish_reason: str = "stop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "message": self.message.to_dict(),
+            "usage": self.usage.to_dict(),
+            "model": self.model,
+            "finish_reason": self.finish_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelResponse:
+        return cls(
+            message=Message.from_dict(data["message"]),
+            usage=Usage.from_dict(data.get("usage") or {}),
+            model=str(data.get("model", "")),
+            finish_reason=str(data.get("finish_reason", "stop")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of assistant text as it streams in."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The last item of every successful stream."""
+
+    response: ModelResponse
+
+
+StreamItem = TextDelta | Completed
+
+
+@runtime_checkable
+class ModelProvider(Protocol):
+    """An LLM backend. `stream` yields text deltas and ends with exactly one `Completed`.
+
+    Retries of transient failures (429, 5xx, dropped connections) happen inside the provider;
+    what escapes is a `warden.errors.ModelError` saying whether a later attempt may succeed.
+    Cancelling the consuming task must close the underlying connection promptly.
+    """
+
+    name: str
+    """The configured model name, e.g. ``gpt-4o-mini``; used for usage accounting."""
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]: ...
+
+    async def aclose(self) -> None: ...

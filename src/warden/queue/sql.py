@@ -1,0 +1,318 @@
+"""The durable task queue on the tasks table: enqueue, lease (PostgreSQL `FOR UPDATE SKIP
+LOCKED`; SQLite's single writer), heartbeat, fencing, retry with backoff, finish and reap.
+Every state change writes its event in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+
+from warden.events.log import EventLog, Tx
+from warden.events.types import EventType
+from warden.queue.lease import Lease, LeaseLost
+from warden.store.schema import sessions, tasks
+from warden.store.tasks import ACTIVE_STATUSES, TaskStatus
+
+
+class SqlTaskQueue:
+    def __init__(self, log: EventLog, *, lease_ttl: float, retry_backoff: float = 2.0) -> None:
+        self.log = log
+        self.db = log.db
+        self.lease_ttl = lease_ttl
+        self.retry_backoff = retry_backoff
+
+    # -- producers -------------------------------------------------------------------------
+
+    async def enqueue(self, tx: Tx, values: dict[str, Any], *, held: bool = False) -> None:
+        """Insert a queued task; ``held`` tasks wait for their session's active task to end."""
+        row = dict(values)
+        row.update(
+            status=TaskStatus.QUEUED.value,
+            attempt=0,
+            cancel_requested=False,
+            last_seq=0,
+            run_seconds=0.0,
+            available_at=None if held else row["created_at"],
+        )
+        await tx.conn.execute(insert(tasks).values(row))
+        await tx.emit(
+            row["id"],
+            EventType.TASK_QUEUED,
+            {"agent": row["agent_name"], "version": row["agent_version"], "held": held},
+        )
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def lease(self, owner: str, limit: int) -> list[Lease]:
+        if limit <= 0:
+            return []
+        now = self.db.now()
+        candidates = (
+            select(tasks.c.id)
+            .where(
+                tasks.c.status == TaskStatus.QUEUED.value,
+                tasks.c.available_at.is_not(None),
+                tasks.c.available_at <= now,
+            )
+            .order_by(tasks.c.available_at, tasks.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        async with self.log.transaction() as tx:
+            result = await tx.conn.execute(
+                update(tasks)
+                .where(tasks.c.id.in_(candidates), tasks.c.status == TaskStatus.QUEUED.value)
+                .values(
+                    status=TaskStatus.RUNNING.value,
+                    lease_owner=owner,
+                    lease_until=now + self.lease_ttl,
+                    attempt=tasks.c.attempt + 1,
+                    started_at=func.coalesce(tasks.c.started_at, now),
+                )
+                .returning(
+                    tasks.c.id,
+                    tasks.c.attempt,
+                    tasks.c.tenant_id,
+                    tasks.c.session_id,
+                    tasks.c.agent_name,
+                    tasks.c.agent_version,
+                )
+            )
+            leases = [
+                Lease(r.id, owner, r.attempt, r.tenant_id, r.session_id, r.agent_name, r.agent_version)
+                for r in result
+            ]
+            for lease in leases:
+                await tx.emit(lease.task_id, EventType.TASK_STARTED, {"attempt": lease.attempt, "worker": owner})
+        return leases
+
+    def _owned(self, lease: Lease) -> Any:
+        return and_(
+            tasks.c.id == lease.task_id,
+            tasks.c.lease_owner == lease.owner,
+            tasks.c.attempt == lease.attempt,
+            tasks.c.status == TaskStatus.RUNNING.value,
+        )
+
+    async def fence(self, tx: Tx, lease: Lease) -> None:
+        """Prove inside ``tx`` that the lease is still ours, extending it; else raise LeaseLost."""
+        result = await tx.conn.execute(
+            update(tasks).where(self._owned(lease)).values(lease_until=self.db.now() + self.lease_ttl)
+        )
+        if result.rowcount != 1:
+            raise LeaseLost(f"lease on task {lease.task_id} (attempt {lease.attempt}) was lost")
+
+    async def heartbeat(self, leases: Sequence[Lease]) -> set[str]:
+        """Extend the leases; returns the ids of those still held."""
+        if not leases:
+            return set()
+        owner = leases[0].owner
+        async with self.db.transaction() as conn:
+            result = await conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.id.in_([lease.task_id for lease in leases]),
+                    tasks.c.lease_owner == owner,
+                    tasks.c.status == TaskStatus.RUNNING.value,
+                )
+                .values(lease_until=self.db.now() + self.lease_ttl)
+                .returning(tasks.c.id, tasks.c.attempt)
+            )
+            held = {(r.id, r.attempt) for r in result}
+        return {lease.task_id for lease in leases if (lease.task_id, lease.attempt) in held}
+
+    async def cancel_requests(self, task_ids: Sequence[str]) -> set[str]:
+        if not task_ids:
+            return set()
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(tasks.c.id).where(tasks.c.id.in_(list(task_ids)), tasks.c.cancel_requested.is_(True))
+            )
+            return {r.id for r in rows}
+
+    async def release(self, lease: Lease, reason: str, *, run_seconds: float = 0.0) -> bool:
+        """Give the task back without counting the attempt (graceful shutdown)."""
+        async with self.log.transaction() as tx:
+            result = await tx.conn.execute(
+                update(tasks)
+                .where(self._owned(lease))
+                .values(
+                    status=TaskStatus.QUEUED.value,
+                    lease_owner=None,
+                    lease_until=None,
+                    available_at=self.db.now(),
+                    attempt=tasks.c.attempt - 1,
+                    run_seconds=tasks.c.run_seconds + run_seconds,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            await tx.emit(lease.task_id, EventType.TASK_REQUEUED, {"reason": reason, "counted": False})
+            tx.after_commit(self.log.bus.notify_work)
+        return True
+
+    async def retry_or_fail(
+        self, lease: Lease, error: dict[str, Any], *, retryable: bool, run_seconds: float = 0.0
+    ) -> TaskStatus | None:
+        """An attempt failed: queue another after a backoff, or fail the task when attempts are spent."""
+        async with self.log.transaction() as tx:
+            row = (
+                await tx.conn.execute(select(tasks.c.attempt, tasks.c.max_attempts).where(self._owned(lease)))
+            ).first()
+            if row is None:
+                return None
+            if retryable and row.attempt < row.max_attempts:
+                delay = self.retry_backoff * (2 ** (row.attempt - 1))
+                await tx.conn.execute(
+                    update(tasks)
+                    .where(self._owned(lease))
+                    .values(
+                        status=TaskStatus.QUEUED.value,
+                        lease_owner=None,
+                        lease_until=None,
+                        available_at=self.db.now() + delay,
+                        run_seconds=tasks.c.run_seconds + run_seconds,
+                    )
+                )
+                await tx.emit(
+                    lease.task_id,
+                    EventType.TASK_REQUEUED,
+                    {"reason": error.get("message", ""), "error": error, "counted": True, "retry_in": delay},
+                )
+                return TaskStatus.QUEUED
+            await self._finish(tx, lease.task_id, TaskStatus.FAILED, error=error, run_seconds=run_seconds)
+            return TaskStatus.FAILED
+
+    async def finish(
+        self,
+        tx: Tx,
+        lease: Lease,
+        status: TaskStatus,
+        *,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        history: list[dict[str, Any]] | None = None,
+        run_seconds: float = 0.0,
+    ) -> None:
+        """End the task inside ``tx`` (fenced by the lease)."""
+        await self.fence(tx, lease)
+        await self._finish(tx, lease.task_id, status, output=output, error=error, history=history, run_seconds=run_seconds)
+
+    async def _finish(
+        self,
+        tx: Tx,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        history: list[dict[str, Any]] | None = None,
+        run_seconds: float = 0.0,
+    ) -> None:
+        now = self.db.now()
+        result = await tx.conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(
+                status=status.value,
+                output=output,
+                error=error,
+                lease_owner=None,
+                lease_until=None,
+                available_at=None,
+                finished_at=now,
+                run_seconds=tasks.c.run_seconds + run_seconds,
+            )
+            .returning(tasks.c.session_id)
+        )
+        session_id = result.scalar_one()
+        event_type = {
+            TaskStatus.COMPLETED: EventType.TASK_COMPLETED,
+            TaskStatus.FAILED: EventType.TASK_FAILED,
+            TaskStatus.CANCELLED: EventType.TASK_CANCELLED,
+        }[status]
+        data: dict[str, Any] = {}
+        if status is TaskStatus.COMPLETED:
+            data["output"] = output
+        elif error is not None:
+            data["error"] = error
+        await tx.emit(task_id, event_type, data)
+        if session_id is not None:
+            if history is not None:
+                await tx.conn.execute(
+                    update(sessions).where(sessions.c.id == session_id).values(history=history, updated_at=now)
+                )
+            await self.release_next_in_session(tx, session_id)
+
+    async def release_next_in_session(self, tx: Tx, session_id: str) -> None:
+        """Make the session's oldest held task available, if no task of the session is active."""
+        active = await tx.conn.execute(
+            select(tasks.c.id)
+            .where(tasks.c.session_id == session_id, tasks.c.status.in_([s.value for s in ACTIVE_STATUSES]))
+            .limit(1)
+        )
+        if active.first() is not None:
+            return
+        queued = await tx.conn.execute(
+            select(tasks.c.id, tasks.c.available_at)
+            .where(tasks.c.session_id == session_id, tasks.c.status == TaskStatus.QUEUED.value)
+            .order_by(tasks.c.created_at, tasks.c.id)
+            .limit(1)
+        )
+        row = queued.first()
+        if row is not None and row.available_at is None:
+            await tx.conn.execute(update(tasks).where(tasks.c.id == row.id).values(available_at=self.db.now()))
+            tx.after_commit(self.log.bus.notify_work)
+
+    async def cancel_now(self, tx: Tx, task_id: str, reason: str) -> None:
+        """Cancel a task no worker is running (queued or awaiting approval)."""
+        await self._finish(tx, task_id, TaskStatus.CANCELLED, error={"code": "cancelled", "message": reason})
+
+    # -- the reaper ------------------------------------------------------------------------
+
+    async def reap(self) -> list[str]:
+        """Re-queue tasks whose lease expired; fail those out of attempts; cancel those asked to."""
+        now = self.db.now()
+        async with self.log.transaction() as tx:
+            expired = await tx.conn.execute(
+                select(tasks.c.id, tasks.c.attempt, tasks.c.max_attempts, tasks.c.cancel_requested, tasks.c.lease_owner)
+                .where(tasks.c.status == TaskStatus.RUNNING.value, tasks.c.lease_until < now)
+                .order_by(tasks.c.lease_until)
+                .limit(500)
+                .with_for_update(skip_locked=True)
+            )
+            reaped = []
+            for row in expired.all():
+                reaped.append(row.id)
+                if row.cancel_requested:
+                    await self.cancel_now(tx, row.id, "cancelled while its worker was gone")
+                elif row.attempt >= row.max_attempts:
+                    await self._finish(
+                        tx,
+                        row.id,
+                        TaskStatus.FAILED,
+                        error={
+                            "code": "lease_expired",
+                            "message": f"worker {row.lease_owner} stopped answering on attempt "
+                            f"{row.attempt} of {row.max_attempts}",
+                        },
+                    )
+                else:
+                    await tx.conn.execute(
+                        update(tasks)
+                        .where(tasks.c.id == row.id, tasks.c.status == TaskStatus.RUNNING.value)
+                        .values(
+                            status=TaskStatus.QUEUED.value, lease_owner=None, lease_until=None, available_at=now
+                        )
+                    )
+                    await tx.emit(
+                        row.id,
+                        EventType.TASK_REQUEUED,
+                        {"reason": f"lease of worker {row.lease_owner} expired", "counted": True},
+                    )
+            if reaped:
+                tx.after_commit(self.log.bus.notify_work)
+        return reaped

@@ -1,0 +1,113 @@
+"""The composition root: opens the database (migrating it), builds the bus, log, queue,
+catalog, tools, gate and services from the configuration, and owns their lifetime."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from warden.config import WardenConfig
+from warden.errors import ConfigError
+from warden.events.bus import EventBus, LocalEventBus
+from warden.events.log import EventLog
+from warden.governance.gate import Gate
+from warden.models.base import ModelProvider
+from warden.models.factory import build_provider
+from warden.queue.sql import SqlTaskQueue
+from warden.service.agents import AgentCatalog, collect_specs
+from warden.service.keys import KeyService
+from warden.service.sessions import SessionService
+from warden.service.tasks import TaskService
+from warden.store.database import Database
+from warden.store.migrate import upgrade
+from warden.tools.registry import ToolRegistry
+
+log = logging.getLogger("warden")
+
+
+@dataclass
+class Runtime:
+    config: WardenConfig
+    db: Database
+    bus: EventBus
+    log: EventLog
+    queue: SqlTaskQueue
+    catalog: AgentCatalog
+    tools: ToolRegistry
+    gate: Gate
+    keys: KeyService
+    tasks: TaskService
+    sessions: SessionService
+    _providers: dict[str, ModelProvider] = field(default_factory=dict)
+
+    @classmethod
+    async def open(cls, config: WardenConfig) -> Runtime:
+        config.home.mkdir(parents=True, exist_ok=True)
+        tools = ToolRegistry.from_config(config.tools)
+        specs = collect_specs(config)
+        for spec in specs:
+            if spec.model not in config.models:
+                raise ConfigError(
+                    f"agent {spec.name!r} uses model {spec.model!r}, which warden.yaml does not define "
+                    f"(models: {', '.join(config.model_names())})"
+                )
+            tools.resolve(spec.tools)
+        db = Database(config.resolved_database_url)
+        try:
+            await upgrade(db)
+            holder: dict[str, EventLog] = {}
+
+            async def read_log(task_id: str, after: int) -> list:  # type: ignore[type-arg]
+                return await holder["log"].read(task_id, after)
+
+            bus = LocalEventBus(
+                read_log, poll_interval=config.worker.poll_interval, buffer=config.events.subscriber_buffer
+            )
+            event_log = EventLog(db, bus)
+            holder["log"] = event_log
+            queue = SqlTaskQueue(event_log, lease_ttl=config.worker.lease_ttl, retry_backoff=config.worker.retry_backoff)
+            catalog = AgentCatalog(db, specs)
+            await catalog.register()
+        except BaseException:
+            await db.dispose()
+            raise
+        return cls(
+            config=config,
+            db=db,
+            bus=bus,
+            log=event_log,
+            queue=queue,
+            catalog=catalog,
+            tools=tools,
+            gate=Gate(),
+            keys=KeyService(db),
+            tasks=TaskService(
+                db,
+                event_log,
+                queue,
+                catalog,
+                max_attempts=config.worker.max_attempts,
+                max_input_chars=config.server.max_input_chars,
+            ),
+            sessions=SessionService(db, catalog),
+        )
+
+    def provider(self, model: str) -> ModelProvider:
+        """The provider behind a model name of warden.yaml (one client per name, reused)."""
+        provider = self._providers.get(model)
+        if provider is None:
+            model_config = self.config.models.get(model)
+            if model_config is None:
+                raise ConfigError(f"model {model!r} is not defined in warden.yaml")
+            provider = build_provider(model_config)
+            self._providers[model] = provider
+        return provider
+
+    async def close(self) -> None:
+        for provider in self._providers.values():
+            try:
+                await provider.aclose()
+            except Exception:  # closing is best effort
+                log.debug("closing a model provider failed", exc_info=True)
+        await self.bus.aclose()
+        await self.db.dispose()

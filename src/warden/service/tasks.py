@@ -1,0 +1,175 @@
+"""Task use cases: submit (with session and multitask rules), read, list, cancel and follow
+events. Every query is scoped by the caller's tenant: another tenant's task is not found."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from warden.errors import Conflict, InvalidInput, NotFound
+from warden.events.log import EventLog
+from warden.events.stream import follow
+from warden.events.types import Event
+from warden.ids import new_id
+from warden.queue.sql import SqlTaskQueue
+from warden.service.agents import AgentCatalog
+from warden.service.keys import Principal
+from warden.service.sessions import Multitask, insert_session, session_row
+from warden.store.database import Database, wall_clock
+from warden.store.schema import tasks
+from warden.store.tasks import TaskRecord, TaskStatus, get_task, list_tasks
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    agent: str | None
+    input: str
+    session_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+
+
+class TaskService:
+    def __init__(
+        self,
+        db: Database,
+        log: EventLog,
+        queue: SqlTaskQueue,
+        catalog: AgentCatalog,
+        *,
+        max_attempts: int,
+        max_input_chars: int,
+    ) -> None:
+        self.db = db
+        self.log = log
+        self.queue = queue
+        self.catalog = catalog
+        self.max_attempts = max_attempts
+        self.max_input_chars = max_input_chars
+
+    async def submit(self, principal: Principal, sub: Submission) -> tuple[TaskRecord, bool]:
+        """Queue a task; returns it and whether it was created (False: idempotent replay)."""
+        principal.require("tasks:write")
+        if len(sub.input) > self.max_input_chars:
+            raise InvalidInput(
+                f"input is {len(sub.input)} characters; the limit is {self.max_input_chars}", code="input_too_large"
+            )
+        if sub.idempotency_key is not None:
+            async with self.db.read() as conn:
+                row = (
+                    await conn.execute(
+                        select(tasks.c.id).where(
+                            tasks.c.tenant_id == principal.tenant_id, tasks.c.idempotency_key == sub.idempotency_key
+                        )
+                    )
+                ).first()
+            if row is not None:
+                return await self.get(principal, row.id), False
+
+        task_id = new_id("task")
+        async with self.log.transaction() as tx:
+            if sub.session_id is not None:
+                session = await session_row(tx.conn, sub.session_id, principal.tenant_id, lock=True)
+                agent_name = sub.agent or session.agent
+                if agent_name != session.agent:
+                    raise Conflict(
+                        f"session {session.id} talks to agent {session.agent!r}, not {agent_name!r}",
+                        code="session_agent_mismatch",
+                    )
+            else:
+                if not sub.agent:
+                    raise InvalidInput("name an agent, or a session to continue", code="agent_required")
+                agent_name = sub.agent
+                self.catalog.get(agent_name)
+                session = await insert_session(tx.conn, principal.tenant_id, agent_name, Multitask.ENQUEUE, {})
+            spec = self.catalog.get(agent_name)
+
+            held = False
+            if session.active_task_id is not None:
+                if session.multitask is Multitask.REJECT:
+                    raise Conflict(
+                        f"session {session.id} is busy with task {session.active_task_id}",
+                        code="session_busy",
+                        details={"active_task_id": session.active_task_id},
+                    )
+                held = True
+                if session.multitask is Multitask.INTERRUPT:
+                    await self._interrupt_session(tx, session.id)
+
+            await self.queue.enqueue(
+                tx,
+                {
+                    "id": task_id,
+                    "tenant_id": principal.tenant_id,
+                    "session_id": session.id,
+                    "agent_name": spec.name,
+                    "agent_version": spec.version,
+                    "input": sub.input,
+                    "metadata": sub.metadata or {},
+                    "usage": {},
+                    "idempotency_key": sub.idempotency_key,
+                    "max_attempts": self.max_attempts,
+                    "created_at": wall_clock(),
+                },
+                held=held,
+            )
+            if not held:
+                tx.after_commit(self.log.bus.notify_work)
+        return await self.get(principal, task_id), True
+
+    async def _interrupt_session(self, tx: Any, session_id: str) -> None:
+        rows = await tx.conn.execute(
+            select(tasks.c.id, tasks.c.status).where(
+                tasks.c.session_id == session_id,
+                tasks.c.status.in_(
+                    [TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.AWAITING_APPROVAL.value]
+                ),
+            )
+        )
+        for row in rows.all():
+            await self._cancel_row(tx, row.id, TaskStatus(row.status), "interrupted by a newer task in the session")
+
+    async def _cancel_row(self, tx: Any, task_id: str, status: TaskStatus, reason: str) -> None:
+        if status is TaskStatus.RUNNING:
+            await tx.conn.execute(update(tasks).where(tasks.c.id == task_id).values(cancel_requested=True))
+            tx.after_commit(lambda: self.log.bus.send_cancel(task_id))
+        else:
+            await self.queue.cancel_now(tx, task_id, reason)
+
+    async def get(self, principal: Principal, task_id: str) -> TaskRecord:
+        principal.require("tasks:read")
+        async with self.db.read() as conn:
+            record = await get_task(conn, task_id, principal.tenant_id)
+        if record is None:
+            raise NotFound(f"no task {task_id!r}", code="task_not_found")
+        return record
+
+    async def list(self, principal: Principal, **filters: Any) -> list[TaskRecord]:
+        principal.require("tasks:read")
+        async with self.db.read() as conn:
+            return await list_tasks(conn, principal.tenant_id, **filters)
+
+    async def cancel(self, principal: Principal, task_id: str) -> TaskRecord:
+        """Cancel a task; a finished task is returned unchanged."""
+        principal.require("tasks:write")
+        async with self.log.transaction() as tx:
+            record = await get_task(tx.conn, task_id, principal.tenant_id)
+            if record is None:
+                raise NotFound(f"no task {task_id!r}", code="task_not_found")
+            if not record.status.is_terminal and not record.cancel_requested:
+                await self._cancel_row(tx, task_id, record.status, "cancelled by request")
+        return await self.get(principal, task_id)
+
+    async def events(self, principal: Principal, task_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Every event after ``after`` until the task ends; checks access before the first."""
+        await self.get(principal, task_id)
+
+        async def is_finished() -> bool:
+            async with self.db.read() as conn:
+                record = await get_task(conn, task_id)
+            return record is None or record.status.is_terminal
+
+        return follow(self.log, task_id, after=after, is_finished=is_finished)

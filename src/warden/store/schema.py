@@ -1,0 +1,140 @@
+"""The tables. Times are epoch seconds as floats, taken from the database's clock
+(`Database.now`) for anything two processes compare, so worker clock skew cannot break leases."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(32), nullable=False, unique=True),
+    Column("secret_hash", String(128), nullable=False),
+    Column("scopes", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("spec", Json, nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("agent_name", String(64), nullable=False),
+    Column("multitask", String(16), nullable=False),
+    Column("sandbox_id", String(40)),
+    Column("history", Json, nullable=False),
+    Column("metadata", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("session_id", String(40), ForeignKey("sessions.id")),
+    Column("agent_name", String(64), nullable=False),
+    Column("agent_version", String(32), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("output", Json),
+    Column("error", Json),
+    Column("metadata", Json, nullable=False),
+    Column("usage", Json, nullable=False),
+    Column("idempotency_key", String(200)),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("lease_owner", String(120)),
+    Column("lease_until", Float),
+    Column("available_at", Float),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("last_seq", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("run_seconds", Float, nullable=False, default=0.0),
+    UniqueConstraint("tenant_id", "idempotency_key"),
+    Index("ix_tasks_tenant_created", "tenant_id", "created_at"),
+    Index("ix_tasks_session_created", "session_id", "created_at"),
+    Index("ix_tasks_status_available", "status", "available_at"),
+    Index("ix_tasks_status_lease", "status", "lease_until"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("task_id", String(40), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("data", Json, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("task_id", String(40), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("step", Integer, primary_key=True, autoincrement=False),
+    Column("state", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("task_id", String(40), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("data", Json),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+)
