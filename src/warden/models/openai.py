@@ -136,8 +136,13 @@ def map_openai_error(exc: BaseException, model: str) -> ModelError:
     where = f"openai model {model!r}"
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
+        # The SDK puts the body's `error` object in `body`; its message beats "Error code: 429 - {...}".
+        body = exc.body
+        detail = body.get("message") if isinstance(body, dict) else None
         return ModelError(
-            f"{where}: HTTP {status}: {exc.message}", retryable=is_retryable_status(status), status=status
+            f"{where}: HTTP {status}: {detail or exc.message}",
+            retryable=is_retryable_status(status),
+            status=status,
         )
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
         return ModelError(f"{where}: request timed out", retryable=True)
