@@ -32,7 +32,12 @@ DEADLINE = 5.0
 LONG_TEXT = "The quick brown fox jumps over the lazy dog. " * 20
 
 SCRIPTS = [
-    Script(name="text", steps=(ScriptStep(text="Hello from the fake server!", usage={"input_tokens": 11, "output_tokens": 7}),)),
+    Script(
+        name="text",
+        steps=(
+            ScriptStep(text="Hello from the fake server!", usage={"input_tokens": 11, "output_tokens": 7}),
+        ),
+    ),
     Script(
         name="parallel",
         steps=(
@@ -45,14 +50,20 @@ SCRIPTS = [
             ),
         ),
     ),
-    Script(name="bad-args", steps=(ScriptStep(tool_calls=(ScriptToolCall(name="calculator", arguments='{"expression": "1+'),)),)),
+    Script(
+        name="bad-args",
+        steps=(ScriptStep(tool_calls=(ScriptToolCall(name="calculator", arguments='{"expression": "1+'),)),),
+    ),
     Script(name="rate-limited", steps=(ScriptStep(text="finally", error=ScriptError(status=429, times=2)),)),
     Script(name="server-error", steps=(ScriptStep(text="never", error=ScriptError(status=500, times=99)),)),
     Script(name="bad-request", steps=(ScriptStep(text="never", error=ScriptError(status=400, times=99)),)),
     Script(name="malformed", steps=(ScriptStep(text="broken", malformed=True),)),
     Script(name="slow", steps=(ScriptStep(text=LONG_TEXT, chunk_size=4, chunk_delay=0.05),)),
     Script(name="stalled", steps=(ScriptStep(text="too late", delay=30.0),)),
-    Script(name="two-turns", steps=(ScriptStep(text="first"), ScriptStep(text="The tool said: {{last_tool_result}}"))),
+    Script(
+        name="two-turns",
+        steps=(ScriptStep(text="first"), ScriptStep(text="The tool said: {{last_tool_result}}")),
+    ),
     Script(name="echo", steps=(ScriptStep(text="ok"),)),
 ]
 
@@ -70,7 +81,12 @@ async def make(server: FakeLLMServer) -> AsyncIterator[Callable[..., OpenAIProvi
     made: list[OpenAIProvider] = []
 
     def build(model: str, **overrides: Any) -> OpenAIProvider:
-        settings: dict[str, Any] = {"provider": "openai", "model": model, "base_url": server.url, "timeout": 5.0}
+        settings: dict[str, Any] = {
+            "provider": "openai",
+            "model": model,
+            "base_url": server.url,
+            "timeout": 5.0,
+        }
         provider = OpenAIProvider(ModelConfig(**(settings | overrides)))
         made.append(provider)
         return provider
@@ -91,7 +107,9 @@ def completed(items: list[StreamItem]) -> Completed:
     return last
 
 
-async def test_streamed_text_arrives_as_several_deltas_then_completed_with_usage(make: Callable[..., OpenAIProvider]) -> None:
+async def test_streamed_text_arrives_as_several_deltas_then_completed_with_usage(
+    make: Callable[..., OpenAIProvider],
+) -> None:
     items = await collect(make("text"))
 
     deltas = [i.text for i in items if isinstance(i, TextDelta)]
@@ -112,13 +130,16 @@ async def test_parallel_tool_calls_come_back_with_ids_names_and_raw_arguments(
 
     calls = response.message.tool_calls
     assert [c.name for c in calls] == ["current_time", "calculator"]
-    assert all(c.id for c in calls) and calls[0].id != calls[1].id
+    assert all(c.id for c in calls)
+    assert calls[0].id != calls[1].id
     assert [json.loads(c.arguments) for c in calls] == [{"timezone": "UTC"}, {"expression": "1234 * 5678"}]
     assert response.message.content == "Let me check."
     assert response.finish_reason == "tool_calls"
 
 
-async def test_malformed_arguments_text_is_passed_through_unchanged(make: Callable[..., OpenAIProvider]) -> None:
+async def test_malformed_arguments_text_is_passed_through_unchanged(
+    make: Callable[..., OpenAIProvider],
+) -> None:
     response = completed(await collect(make("bad-args"))).response
 
     assert [c.arguments for c in response.message.tool_calls] == ['{"expression": "1+']
@@ -186,7 +207,8 @@ async def test_cancelling_a_slow_stream_closes_the_connection(
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=1.0)
 
-    assert task in done and task.cancelled()
+    assert task in done
+    assert task.cancelled()
     await server.wait_for_streams(0, within=2.0)
 
 
@@ -227,7 +249,9 @@ async def test_messages_and_tools_are_sent_in_openai_shape(
         messages=(
             Message(role="system", content="be brief"),
             Message(role="user", content="add 1 and 2"),
-            Message(role="assistant", tool_calls=(ToolCall("call_9", "calculator", '{"expression": "1+2"}'),)),
+            Message(
+                role="assistant", tool_calls=(ToolCall("call_9", "calculator", '{"expression": "1+2"}'),)
+            ),
             Message(role="tool", content="3", tool_call_id="call_9", name="calculator"),
         ),
         tools=(ToolSpec("calculator", "Evaluates arithmetic.", {"type": "object", "properties": {}}),),
@@ -244,7 +268,11 @@ async def test_messages_and_tools_are_sent_in_openai_shape(
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_9", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "1+2"}'}}
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "calculator", "arguments": '{"expression": "1+2"}'},
+                }
             ],
         },
         {"role": "tool", "tool_call_id": "call_9", "content": "3"},

@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
@@ -150,6 +151,11 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(data)}\n\n".encode()
 
 
+def _event(kind: str, **fields: Any) -> bytes:
+    """One Anthropic stream event: the SSE event name repeats the payload's `type`."""
+    return _sse({"type": kind, **fields}, kind)
+
+
 def _json_arguments(text: str) -> Any:
     try:
         return json.loads(text)
@@ -169,14 +175,15 @@ def _error_body(wire: Wire, status: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
+@dataclass(frozen=True, slots=True)
 class _Plan:
     """The whole reply to one request, decided up front; `_TimedReply` sends it."""
 
-    def __init__(self, status: int, headers: dict[str, str], parts: list[Part], delay: float = 0.0) -> None:
-        self.status = status
-        self.headers = headers
-        self.parts = parts
-        self.delay = delay
+    status: int
+    headers: dict[str, str]
+    parts: list[Part]
+    delay: float = 0.0
+    """Seconds before the status line."""
 
 
 def _json_plan(status: int, body: Any, delay: float = 0.0, headers: Mapping[str, str] | None = None) -> _Plan:
@@ -306,79 +313,43 @@ def _anthropic_plan(
         }
         return _json_plan(200, reply, step.delay)
 
-    start = {
-        "type": "message_start",
-        "message": {
-            "id": mid,
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": usage.input_tokens, "output_tokens": 1},
-        },
+    start: dict[str, Any] = {
+        "id": mid,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": 1},
     }
-    parts: list[Part] = [(0.0, _sse(start, "message_start")), (0.0, _sse({"type": "ping"}, "ping"))]
+    parts: list[Part] = [(0.0, _event("message_start", message=start)), (0.0, _event("ping"))]
     if step.malformed:
-        parts.append(
-            (
-                step.chunk_delay,
-                b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {\n\n',
-            )
-        )
+        broken = b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {\n\n'
+        parts.append((step.chunk_delay, broken))
         return _Plan(200, {"content-type": "text/event-stream"}, parts, step.delay)
-    events: list[tuple[bool, bytes]] = []
-    """(is a delta, event): pauses go between deltas only."""
-    index = 0
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     if rendered.text:
-        block_start = {
-            "type": "content_block_start",
-            "index": 0,
-            "content_block": {"type": "text", "text": ""},
-        }
-        events.append((False, _sse(block_start, "content_block_start")))
-        for piece in chunks(rendered.text, step.chunk_size):
-            delta = {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": piece},
-            }
-            events.append((True, _sse(delta, "content_block_delta")))
-        events.append((False, _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")))
-        index = 1
+        text_deltas = [{"type": "text_delta", "text": p} for p in chunks(rendered.text, step.chunk_size)]
+        blocks.append(({"type": "text", "text": ""}, text_deltas))
     for call_id, name, arguments in rendered.tool_calls:
-        block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
-        events.append(
-            (
-                False,
-                _sse(
-                    {"type": "content_block_start", "index": index, "content_block": block},
-                    "content_block_start",
-                ),
-            )
-        )
-        for piece in chunks(arguments, step.chunk_size):
-            delta = {
-                "type": "content_block_delta",
-                "index": index,
-                "delta": {"type": "input_json_delta", "partial_json": piece},
-            }
-            events.append((True, _sse(delta, "content_block_delta")))
-        events.append((False, _sse({"type": "content_block_stop", "index": index}, "content_block_stop")))
-        index += 1
-    first_delta = True
-    for is_delta, event in events:
-        pause = step.chunk_delay if is_delta and not first_delta else 0.0
-        first_delta = first_delta and not is_delta
-        parts.append((pause, event))
+        json_deltas = [
+            {"type": "input_json_delta", "partial_json": p} for p in chunks(arguments, step.chunk_size)
+        ]
+        blocks.append(({"type": "tool_use", "id": call_id, "name": name, "input": {}}, json_deltas))
+    pause = 0.0  # chunk_delay goes between deltas, not before the first
+    for index, (block, deltas) in enumerate(blocks):
+        parts.append((0.0, _event("content_block_start", index=index, content_block=block)))
+        for delta in deltas:
+            parts.append((pause, _event("content_block_delta", index=index, delta=delta)))
+            pause = step.chunk_delay
+        parts.append((0.0, _event("content_block_stop", index=index)))
     message_delta = {
-        "type": "message_delta",
         "delta": {"stop_reason": stop, "stop_sequence": None},
         "usage": {"output_tokens": usage.output_tokens},
     }
-    parts.append((0.0, _sse(message_delta, "message_delta")))
-    parts.append((0.0, _sse({"type": "message_stop"}, "message_stop")))
+    parts.append((0.0, _event("message_delta", **message_delta)))
+    parts.append((0.0, _event("message_stop")))
     return _Plan(200, {"content-type": "text/event-stream", "cache-control": "no-cache"}, parts, step.delay)
 
 

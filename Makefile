@@ -1,0 +1,54 @@
+# Warden — `make demo` runs the demo, `make test` runs everything CI runs.
+# Both install what they need on a fresh Debian machine with Python 3.11.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: help install demo test test-fast lint format bench bench-quick services clean
+
+help:
+	@echo "make demo    start Warden and run the demo agent live (no model key needed)"
+	@echo "make test    lint, type-check and run every test (starts PostgreSQL if absent)"
+	@echo "make bench   run the benchmarks (bench/results/*.json, docs/benchmarks.md)"
+	@echo "make lint    ruff and mypy only"
+
+$(STAMP): pyproject.toml
+	@scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/warden demo
+
+services:
+	@scripts/ensure-services.sh
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+test: install services lint
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+
+test-fast: install
+	$(BIN)/pytest -q -x tests/unit
+
+bench: install services
+	@for b in step_overhead submit_latency throughput sse_fanout; do \
+		echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
+
+bench-quick: install services
+	@for b in step_overhead submit_latency throughput sse_fanout; do \
+		echo "== bench.$$b --quick"; $(BIN)/python -m bench.$$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) .warden .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,83 @@
+"""The event log contract: gap-free seqs, atomic with state changes, resumable reads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import MakeConfig
+from warden.events.stream import follow
+from warden.events.types import EventType
+from warden.runtime import Runtime
+from warden.service.tasks import Submission
+
+
+@pytest.fixture
+async def runtime(make_config: MakeConfig, database_url: str) -> AsyncIterator[Runtime]:
+    rt = await Runtime.open(make_config(database_url=database_url))
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+async def _task(rt: Runtime) -> str:
+    p = await rt.keys.authenticate((await rt.keys.create("acme", name="t", scopes=["admin"])).secret)
+    task, _ = await rt.tasks.submit(p, Submission(agent="tester", input="hello"))
+    return task.id
+
+
+async def test_seqs_are_contiguous_under_concurrent_appends(runtime: Runtime) -> None:
+    task_id = await _task(runtime)
+
+    async def writer(n: int) -> None:
+        for i in range(10):
+            async with runtime.log.transaction() as tx:
+                await tx.emit(task_id, EventType.TOOL_OUTPUT, {"writer": n, "i": i})
+
+    await asyncio.gather(*(writer(n) for n in range(5)))
+    seqs = [e.seq for e in await runtime.log.read(task_id)]
+    assert seqs == list(range(1, 52))
+
+
+async def test_a_rolled_back_transaction_leaves_no_event(runtime: Runtime) -> None:
+    task_id = await _task(runtime)
+    with pytest.raises(RuntimeError):
+        async with runtime.log.transaction() as tx:
+            await tx.emit(task_id, EventType.TOOL_OUTPUT, {"text": "never"})
+            raise RuntimeError("boom")
+    events = await runtime.log.read(task_id)
+    assert [e.type for e in events] == [EventType.TASK_QUEUED]
+    async with runtime.log.transaction() as tx:
+        event = await tx.emit(task_id, EventType.TOOL_OUTPUT, {"text": "after"})
+    assert event.seq == 2
+
+
+async def test_follow_resumes_after_a_seq_and_sees_live_events_once(runtime: Runtime) -> None:
+    task_id = await _task(runtime)
+    for i in range(3):
+        async with runtime.log.transaction() as tx:
+            await tx.emit(task_id, EventType.TOOL_OUTPUT, {"i": i})
+    finished = asyncio.Event()
+
+    async def is_finished() -> bool:
+        return finished.is_set()
+
+    seen: list[int] = []
+
+    async def reader() -> None:
+        async for event in follow(runtime.log, task_id, after=2, is_finished=is_finished, idle_check=0.2):
+            seen.append(event.seq)
+
+    reading = asyncio.create_task(reader())
+    for i in range(3):
+        async with runtime.log.transaction() as tx:
+            await tx.emit(task_id, EventType.TOOL_OUTPUT, {"live": i})
+    async with runtime.log.transaction() as tx:
+        await tx.emit(task_id, EventType.TASK_CANCELLED, {})
+    finished.set()
+    async with asyncio.timeout(5):
+        await reading
+    assert seen == [3, 4, 5, 6, 7, 8]
