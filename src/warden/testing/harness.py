@@ -53,7 +53,7 @@ class WardenHarness:
         self.admin = await self.runtime.keys.create("default", name="test admin", scopes=["admin"])
         app = create_app(self.config, workers=self.workers, runtime=self.runtime)
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", ws="websockets")
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", ws="websockets-sansio")
         )
         self._serving = asyncio.create_task(self._server.serve())
         async with asyncio.timeout(20):

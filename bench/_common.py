@@ -1,0 +1,331 @@
+"""Shared helpers of the benchmarks: percentiles, machine facts, throwaway databases, scripted
+configurations and the JSON result files (``bench/results/<name>.json``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from warden.config import AgentSpec, Limits, ModelConfig, WardenConfig
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+PROJECT_DIR = BENCH_DIR.parent
+PG_ADMIN_URL = os.environ.get("WARDEN_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+"""libpq form; the admin database is only used to create and drop the benchmark's own database."""
+
+AGENT = "bench"
+
+
+# -- statistics -----------------------------------------------------------------------------
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return math.nan
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summary(values: Sequence[float], unit: str = "ms", digits: int = 3) -> dict[str, Any]:
+    """n, mean, min, p50, p90, p99, max of ``values`` (already in ``unit``)."""
+    data = sorted(values)
+    if not data:
+        return {"n": 0, "unit": unit}
+    return {
+        "n": len(data),
+        "unit": unit,
+        "mean": round(sum(data) / len(data), digits),
+        "min": round(data[0], digits),
+        "p50": round(quantile(data, 0.50), digits),
+        "p90": round(quantile(data, 0.90), digits),
+        "p99": round(quantile(data, 0.99), digits),
+        "max": round(data[-1], digits),
+    }
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+# -- machine --------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+async def postgres_version() -> str | None:
+    try:
+        import asyncpg
+
+        async with asyncio.timeout(5):
+            conn = await asyncpg.connect(PG_ADMIN_URL)
+            try:
+                return str(await conn.fetchval("SHOW server_version"))
+            finally:
+                await conn.close()
+    except Exception:
+        return None
+
+
+async def machine_info() -> dict[str, Any]:
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "ram_gib": _ram_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": await postgres_version(),
+        "packages": {
+            name: _version(name)
+            for name in (
+                "warden",
+                "sqlalchemy",
+                "aiosqlite",
+                "asyncpg",
+                "uvicorn",
+                "uvloop",
+                "httpx",
+                "sse-starlette",
+                "langgraph",
+                "langgraph-checkpoint-sqlite",
+                "langgraph-checkpoint-postgres",
+                "psycopg",
+            )
+        },
+    }
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One figure with a target: ``result <op> limit``."""
+
+    name: str
+    result: float | None
+    limit: float
+    unit: str
+    op: str = "<="
+
+    @property
+    def passed(self) -> bool:
+        if self.result is None or math.isnan(self.result):
+            return False
+        return self.result <= self.limit if self.op == "<=" else self.result >= self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": f"{self.op} {self.limit:g} {self.unit}",
+            "result": self.result,
+            "unit": self.unit,
+            "passed": self.passed,
+        }
+
+
+def write_result(
+    name: str,
+    *,
+    machine: dict[str, Any],
+    method: str,
+    results: dict[str, Any],
+    baseline: dict[str, Any],
+    targets: Sequence[Target],
+    quick: bool,
+    elapsed: float,
+) -> Path:
+    passed = all(t.passed for t in targets)
+    document = {
+        "benchmark": name,
+        "quick": quick,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "elapsed_s": round(elapsed, 1),
+        "machine": machine,
+        "method": method,
+        "results": results,
+        "baseline": baseline,
+        "targets": {t.name: t.to_dict() for t in targets},
+        "passed": passed,
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}{'.quick' if quick else ''}.json"
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    print(f"\n{name}: {'PASS' if passed else 'FAIL'} → {path.relative_to(PROJECT_DIR)}")
+    for t in targets:
+        print(f"  {t.name}: {t.result} {t.unit} (target {t.op} {t.limit:g}) {'ok' if t.passed else 'MISSED'}")
+    return path
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="smaller N (make bench-quick)")
+    p.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL runs")
+    p.add_argument("--profile", metavar="FILE", help="write a cProfile of the Warden part to FILE")
+    return p
+
+
+def run(main: Callable[[argparse.Namespace], Awaitable[bool]], args: argparse.Namespace) -> None:
+    """Run a benchmark's ``main``; the exit status is 0 whether or not targets are met (the JSON
+    says), 1 only when the benchmark itself broke."""
+    try:
+        asyncio.run(main(args))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+# -- databases ------------------------------------------------------------------------------
+
+
+async def postgres_reachable() -> bool:
+    return await postgres_version() is not None
+
+
+@contextlib.asynccontextmanager
+async def pg_database(tag: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database ``warden_bench_<tag>_<random>``, dropped on exit; yields its
+    libpq URL (``postgresql://…``)."""
+    import asyncpg
+
+    name = f"warden_bench_{tag}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def asyncpg_url(libpq_url: str) -> str:
+    return libpq_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+# -- Warden configuration -------------------------------------------------------------------
+
+
+def write_script(path: Path, steps: list[dict[str, Any]], name: str = "bench") -> str:
+    path.write_text(yaml.safe_dump({"name": name, "steps": steps}, sort_keys=False), encoding="utf-8")
+    return str(path)
+
+
+def tool_steps(k: int, tool: str = "noop", final: str = "done") -> list[dict[str, Any]]:
+    """``k`` instant model turns that each call ``tool`` once, then a final answer."""
+    return [{"tool_calls": [{"name": tool, "arguments": {}}]} for _ in range(k)] + [{"text": final}]
+
+
+def bench_config(
+    home: Path,
+    database_url: str,
+    script_path: str,
+    *,
+    tools: list[str] | None = None,
+    max_steps: int = 20,
+    worker: dict[str, Any] | None = None,
+    events: dict[str, Any] | None = None,
+) -> WardenConfig:
+    """One agent ``bench`` on the scripted model, with the benchmark tools registered."""
+    return WardenConfig(
+        home=home,
+        database_url=database_url,
+        log_level="WARNING",
+        models={"default": ModelConfig(provider="scripted", script=script_path)},
+        agents=[
+            AgentSpec(
+                name=AGENT,
+                instructions="You are a benchmark agent.",
+                tools=tools or [],
+                limits=Limits(max_steps=max_steps, max_tokens=10**9, timeout=3600),
+            )
+        ],
+        agents_dirs=[],
+        tools=[
+            {"name": "noop", "python": "bench._tools:noop"},
+            {"name": "wait_for_file", "python": "bench._tools:wait_for_file"},
+        ],
+        worker=worker or {},
+        events=events or {},
+    )
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05) -> None:
+    """Poll ``check`` until it is true; TimeoutError after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def profiled(path: str | None) -> Any:
+    """cProfile the block when ``path`` is set; prints the top functions by cumulative time."""
+    if not path:
+        yield
+        return
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        yield
+    finally:
+        prof.disable()
+        prof.dump_stats(path)
+        stats = pstats.Stats(prof)
+        stats.sort_stats("cumulative").print_stats(45)
+        stats.sort_stats("tottime").print_stats(30)
