@@ -70,7 +70,9 @@ async def _truncate(url: str) -> None:
         async with engine.begin() as conn:
             tables = (
                 await conn.execute(
-                    text("SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename <> 'alembic_version'")
+                    text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename <> 'alembic_version'"
+                    )
                 )
             ).scalars()
             names = ", ".join(f'"{t}"' for t in tables)
@@ -146,7 +148,13 @@ def make_config(tmp_path: Path, fake_llm: FakeLLMServer) -> MakeConfig:
                 )
             ],
             agents_dirs=[],
-            worker={"lease_ttl": 3, "poll_interval": 0.1, "reap_interval": 0.5, "retry_backoff": 0.1, **(worker or {})},
+            worker={
+                "lease_ttl": 3,
+                "poll_interval": 0.1,
+                "reap_interval": 0.5,
+                "retry_backoff": 0.1,
+                **(worker or {}),
+            },
             tools=extra_tools or [],
             **overrides,
         )

@@ -65,7 +65,9 @@ class Runtime:
             )
             event_log = EventLog(db, bus)
             holder["log"] = event_log
-            queue = SqlTaskQueue(event_log, lease_ttl=config.worker.lease_ttl, retry_backoff=config.worker.retry_backoff)
+            queue = SqlTaskQueue(
+                event_log, lease_ttl=config.worker.lease_ttl, retry_backoff=config.worker.retry_backoff
+            )
             catalog = AgentCatalog(db, specs)
             await catalog.register()
         except BaseException:

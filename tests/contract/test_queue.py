@@ -21,7 +21,9 @@ from warden.store.tasks import TaskStatus
 
 @pytest.fixture
 async def runtime(make_config: MakeConfig, database_url: str) -> AsyncIterator[Runtime]:
-    rt = await Runtime.open(make_config(database_url=database_url, worker={"lease_ttl": 30, "max_attempts": 2}))
+    rt = await Runtime.open(
+        make_config(database_url=database_url, worker={"lease_ttl": 30, "max_attempts": 2})
+    )
     try:
         yield rt
     finally:
@@ -77,7 +79,7 @@ async def test_concurrent_leasers_never_share_a_task(runtime: Runtime) -> None:
 
 async def test_expired_lease_is_requeued_and_the_attempt_counted(runtime: Runtime) -> None:
     (task_id,) = await _submit(runtime)
-    (lease,) = await runtime.queue.lease("w1", 1)
+    await runtime.queue.lease("w1", 1)
     await _expire(runtime, task_id)
     assert await runtime.queue.reap() == [task_id]
     assert await _status(runtime, task_id) is TaskStatus.QUEUED
@@ -135,14 +137,14 @@ async def test_retryable_failure_requeues_with_backoff_then_fails(runtime: Runti
 
 
 async def test_non_retryable_failure_fails_at_once(runtime: Runtime) -> None:
-    (task_id,) = await _submit(runtime)
+    await _submit(runtime)
     (lease,) = await runtime.queue.lease("w1", 1)
     status = await runtime.queue.retry_or_fail(lease, {"code": "bad", "message": "no"}, retryable=False)
     assert status is TaskStatus.FAILED
 
 
 async def test_graceful_release_does_not_count_the_attempt(runtime: Runtime) -> None:
-    (task_id,) = await _submit(runtime)
+    await _submit(runtime)
     (lease,) = await runtime.queue.lease("w1", 1)
     assert await runtime.queue.release(lease, "shutting down")
     (again,) = await runtime.queue.lease("w2", 1)
@@ -158,8 +160,12 @@ async def test_enqueued_task_of_a_busy_session_waits_for_the_first(runtime: Runt
         record = await get_task(conn, first)
         assert record is not None
     # Same tenant as the session's task: look up the tenant's principal by re-using the session.
-    p = await runtime.keys.authenticate((await runtime.keys.create("acme", name="t2", scopes=["admin"])).secret)
-    second, _ = await runtime.tasks.submit(p, Submission(agent=None, input="next", session_id=record.session_id))
+    p = await runtime.keys.authenticate(
+        (await runtime.keys.create("acme", name="t2", scopes=["admin"])).secret
+    )
+    second, _ = await runtime.tasks.submit(
+        p, Submission(agent=None, input="next", session_id=record.session_id)
+    )
     leases = await runtime.queue.lease("w1", 5)
     assert [lease.task_id for lease in leases] == [first]
     assert await runtime.queue.lease("w1", 5) == []

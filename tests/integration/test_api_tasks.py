@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -105,7 +106,10 @@ async def test_submitted_task_is_accepted_at_once_and_completes_with_usage_and_t
     assert timings["queue_wait_ms"] >= 0
     assert timings["duration_ms"] is not None
     assert timings["duration_ms"] > 0
-    assert timings["created_at"] <= timings["started_at"] <= timings["finished_at"]
+    created, started, ended = (
+        datetime.fromisoformat(timings[k]) for k in ("created_at", "started_at", "finished_at")
+    )
+    assert created <= started <= ended
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -114,7 +118,9 @@ async def test_submitted_task_is_accepted_at_once_and_completes_with_usage_and_t
 async def test_malformed_json_body_is_400_invalid_json(make_config: MakeConfig) -> None:
     async with WardenHarness(make_config(), workers=0) as h, h.client() as client:
         response = await client.post(
-            "/v1/tasks", content=b'{"agent": "tester", "input": ', headers={"Content-Type": "application/json"}
+            "/v1/tasks",
+            content=b'{"agent": "tester", "input": ',
+            headers={"Content-Type": "application/json"},
         )
         assert_error(response, 400, "invalid_json")
 
@@ -156,7 +162,9 @@ async def test_request_without_api_key_is_401_missing_api_key(make_config: MakeC
 async def test_bad_api_key_is_401_invalid_api_key(make_config: MakeConfig, key: str) -> None:
     async with WardenHarness(make_config(), workers=0) as h, h.client(key) as client:
         assert_error(await client.get("/v1/tasks"), 401, "invalid_api_key")
-        assert_error(await client.post("/v1/tasks", json={"agent": "tester", "input": "hi"}), 401, "invalid_api_key")
+        assert_error(
+            await client.post("/v1/tasks", json={"agent": "tester", "input": "hi"}), 401, "invalid_api_key"
+        )
 
 
 async def test_unknown_task_id_is_404_task_not_found(make_config: MakeConfig) -> None:
@@ -179,7 +187,7 @@ async def test_wrong_method_is_405_with_code_and_message(make_config: MakeConfig
 
 async def test_malformed_requests_change_nothing(make_config: MakeConfig) -> None:
     async with WardenHarness(make_config(), workers=0) as h, h.client() as client:
-        await submit(client)
+        session_id = (await submit(client))["session_id"]
         tasks_before = await all_task_ids(client)
         sessions_before = (await client.get("/v1/sessions", params={"limit": 500})).json()
         bad_requests = [
@@ -190,7 +198,9 @@ async def test_malformed_requests_change_nothing(make_config: MakeConfig) -> Non
             client.post("/v1/tasks", json={"agent": "tester", "input": ["hi"]}),
             client.post("/v1/tasks", json={"agent": "nobody", "input": "hi"}),
             client.post("/v1/tasks", json={"input": "hi"}),
-            client.post("/v1/tasks", json={"agent": "tester", "input": "hi", "session_id": "ses_" + "0" * 26}),
+            client.post(
+                "/v1/tasks", json={"agent": "tester", "input": "hi", "session_id": "ses_" + "0" * 26}
+            ),
         ]
         for request in bad_requests:
             response = await request
@@ -244,6 +254,19 @@ async def test_repeated_idempotency_key_returns_200_and_the_same_task(make_confi
         assert again.status_code == 200, again.text
         assert again.json()["id"] == first.json()["id"]
         assert await all_task_ids(client) == [first.json()["id"]]
+
+
+async def test_concurrent_submits_with_one_idempotency_key_all_return_the_same_task(
+    make_config: MakeConfig, database_url: str
+) -> None:
+    async with WardenHarness(make_config(database_url=database_url), workers=0) as h, h.client() as client:
+        body = {"agent": "tester", "input": "once only", "idempotency_key": "order-18"}
+        responses = await asyncio.gather(*(client.post("/v1/tasks", json=body) for _ in range(5)))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [200, 200, 200, 200, 202], [r.text for r in responses]
+        ids = {r.json()["id"] for r in responses}
+        assert len(ids) == 1
+        assert await all_task_ids(client) == list(ids)
 
 
 async def test_task_list_filters_by_status_agent_and_session(make_config: MakeConfig) -> None:

@@ -31,7 +31,9 @@ async def _cancel_when(h: WardenHarness, task_id: str, trigger: str) -> tuple[fl
     raise AssertionError(f"no task.cancelled; saw {types}")
 
 
-async def test_cancel_during_model_stream_stops_within_1s(make_config: MakeConfig, fake_llm: FakeLLMServer) -> None:
+async def test_cancel_during_model_stream_stops_within_1s(
+    make_config: MakeConfig, fake_llm: FakeLLMServer
+) -> None:
     name = f"slow-stream-{uuid.uuid4().hex[:8]}"
     config = make_config(script=script(name, step("word " * 400, chunk_size=5, chunk_delay=0.05)))
     async with WardenHarness(config) as h, h.client() as client:

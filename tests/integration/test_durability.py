@@ -43,7 +43,12 @@ class Cluster:
                     "home": str(tmp / "home"),
                     "database_url": database_url,
                     "models": {
-                        "default": {"provider": "openai", "model": model, "base_url": fake_llm.url, "api_key": "x"}
+                        "default": {
+                            "provider": "openai",
+                            "model": model,
+                            "base_url": fake_llm.url,
+                            "api_key": "x",
+                        }
                     },
                     "agents": [
                         {
@@ -57,7 +62,12 @@ class Cluster:
                         {"name": "charge_card", "python": "tests.support_tools:charge_card"},
                         {"name": "lookup", "python": "tests.support_tools:lookup"},
                     ],
-                    "worker": {"lease_ttl": 2, "poll_interval": 0.1, "reap_interval": 0.3, "cancel_poll_interval": 0.1},
+                    "worker": {
+                        "lease_ttl": 2,
+                        "poll_interval": 0.1,
+                        "reap_interval": 0.3,
+                        "cancel_poll_interval": 0.1,
+                    },
                 }
             )
         )
@@ -131,7 +141,9 @@ def _unique(name: str) -> str:
     return f"{name}-{time.monotonic_ns()}"
 
 
-async def test_kill_9_mid_model_stream_resumes_elsewhere_without_repeating_the_charge(cluster_factory: Any) -> None:
+async def test_kill_9_mid_model_stream_resumes_elsewhere_without_repeating_the_charge(
+    cluster_factory: Any,
+) -> None:
     s = script(
         _unique("kill-stream"),
         step("Charging.", ("charge_card", {"amount": 42})),
@@ -178,7 +190,9 @@ async def test_kill_9_mid_tool_call_never_reruns_a_non_idempotent_call(cluster_f
 
 
 async def test_kill_9_mid_idempotent_call_runs_it_again(cluster_factory: Any) -> None:
-    s = script(_unique("kill-idem"), step("Looking up.", ("lookup", {"key": "k", "seconds": 30})), step("Found it."))
+    s = script(
+        _unique("kill-idem"), step("Looking up.", ("lookup", {"key": "k", "seconds": 30})), step("Found it.")
+    )
     async with cluster_factory(s) as cluster:
         first = cluster.start_worker()
         task_id = await cluster.submit("look up k")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import aconnect_sse
 
 from tests.conftest import MakeConfig, script, step
@@ -24,7 +26,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-async def events_until(client: httpx.AsyncClient, task_id: str, stop_at: set[str] = TERMINAL) -> list[dict[str, Any]]:
+async def events_until(
+    client: httpx.AsyncClient, task_id: str, stop_at: set[str] = TERMINAL
+) -> list[dict[str, Any]]:
     """The task's events over SSE up to and including the first whose type is in ``stop_at``."""
     events: list[dict[str, Any]] = []
     async with asyncio.timeout(DEADLINE):
@@ -86,7 +90,9 @@ async def test_second_task_in_a_session_sends_the_model_the_first_turn(
     make_config: MakeConfig, fake_llm: FakeLLMServer
 ) -> None:
     name = unique("multiturn")
-    config = make_config(script=script(name, step("Paris is the capital."), step("About 2.1 million people.")))
+    config = make_config(
+        script=script(name, step("Paris is the capital."), step("About 2.1 million people."))
+    )
     async with WardenHarness(config) as h, h.client() as client:
         first = await submit(client, "What is the capital of France?")
         assert (await finished(client, first["id"]))["output"] == "Paris is the capital."
@@ -209,7 +215,8 @@ async def test_enqueue_session_runs_the_second_task_only_after_the_first(
     assert completed_first["type"] == "task.completed"
     started_second = next(e for e in second_events if e["type"] == "task.started")
     assert started_second["ts"] >= completed_first["ts"]
-    assert second_task["timings"]["started_at"] >= first_task["timings"]["finished_at"]
+    second_started = datetime.fromisoformat(second_task["timings"]["started_at"])
+    assert second_started >= datetime.fromisoformat(first_task["timings"]["finished_at"])
     # never two running at once: the second's run interval starts after the first's ends
     first_started = next(e for e in first_events if e["type"] == "task.started")
     assert first_started["ts"] <= completed_first["ts"] <= started_second["ts"]
@@ -236,3 +243,32 @@ async def test_interrupt_session_cancels_the_running_task_for_the_new_one(
     assert first_task["output"] is None
     assert second_task["status"] == "completed"
     assert second_task["output"] == "answered: quick"
+
+
+async def test_interrupt_session_cancels_a_queued_task_and_runs_the_new_one(
+    make_config: MakeConfig, fake_llm: FakeLLMServer
+) -> None:
+    name = unique("interrupt-queued")
+    config = make_config(script=script(name, step("placeholder")), worker={"concurrency": 1})
+    fake_llm.add_function(name, by_input("blocker done", slow_delay=0.5))
+    async with WardenHarness(config) as h, h.client() as client:
+        # The only worker slot is taken, so the session's first task stays queued.
+        blocker = await submit(client, "slow")
+        await events_until(client, blocker["id"], {"task.started"})
+        session_id = await new_session(client, "interrupt")
+        first = await submit(client, "first", session_id)
+        second = await submit(client, "second", session_id)
+        assert (await client.get(f"/v1/tasks/{first['id']}")).json()["status"] == "cancelled"
+
+        await events_until(client, blocker["id"])
+        try:
+            await events_until(client, second["id"], within=5.0)
+        except TimeoutError:
+            stuck = (await client.get(f"/v1/tasks/{second['id']}")).json()
+            pytest.fail(
+                f"the new task never ran after the queued one was interrupted: status {stuck['status']}"
+            )
+        second_task = (await client.get(f"/v1/tasks/{second['id']}")).json()
+
+    assert second_task["status"] == "completed"
+    assert second_task["output"] == "answered: second"

@@ -68,7 +68,9 @@ def ws_url(h: WardenHarness, task_id: str, query: str = "") -> str:
     return f"ws://127.0.0.1:{h.port}/v1/tasks/{task_id}/stream{query}"
 
 
-async def ws_messages(url: str, headers: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], int | None]:
+async def ws_messages(
+    url: str, headers: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
     """Every text frame until the server closes; returns them and the close code."""
     messages: list[dict[str, Any]] = []
     async with asyncio.timeout(DEADLINE):

@@ -35,7 +35,9 @@ class Journal:
     async def load(self) -> None:
         async with self.db.read() as conn:
             rows = await conn.execute(
-                select(journal.c.key, journal.c.status, journal.c.data).where(journal.c.task_id == self.task_id)
+                select(journal.c.key, journal.c.status, journal.c.data).where(
+                    journal.c.task_id == self.task_id
+                )
             )
             self.entries = {r.key: JournalEntry(r.key, EntryStatus(r.status), r.data) for r in rows}
 
@@ -52,7 +54,11 @@ class Journal:
         else:
             await tx.conn.execute(
                 insert(journal).values(
-                    task_id=self.task_id, key=key, status=EntryStatus.STARTED.value, data=data, started_at=tx.db.now()
+                    task_id=self.task_id,
+                    key=key,
+                    status=EntryStatus.STARTED.value,
+                    data=data,
+                    started_at=tx.db.now(),
                 )
             )
         self.entries[key] = JournalEntry(key, EntryStatus.STARTED, data)

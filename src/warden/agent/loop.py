@@ -17,7 +17,7 @@ import jsonschema
 from warden.agent.journal import EntryStatus, Journal
 from warden.agent.state import LoopState, latest_checkpoint, save_checkpoint
 from warden.config import AgentSpec, EventsConfig
-from warden.events.log import EventLog, Tx
+from warden.events.log import EventLog
 from warden.events.types import EventType
 from warden.governance.gate import CallContext, Gate, Verdict
 from warden.models.base import (
@@ -173,7 +173,9 @@ class AgentLoop:
                 await self.queue.fence(tx, self.lease)
                 await tx.emit(self.task_id, EventType.MODEL_DELTA, {"step": step, "text": text})
 
-        coalescer = _Coalescer(flush, self.events_config.delta_flush_interval, self.events_config.delta_flush_chars)
+        coalescer = _Coalescer(
+            flush, self.events_config.delta_flush_interval, self.events_config.delta_flush_chars
+        )
         response: ModelResponse | None = None
         self.phase = Phase.MODEL
         try:
@@ -208,7 +210,10 @@ class AgentLoop:
                 )
             ]
             items += [
-                (EventType.TOOL_REQUESTED, {"step": step, "call_id": c.id, "name": c.name, "arguments": c.arguments})
+                (
+                    EventType.TOOL_REQUESTED,
+                    {"step": step, "call_id": c.id, "name": c.name, "arguments": c.arguments},
+                )
                 for c in message.tool_calls
             ]
             await tx.emit_many(self.task_id, items)
@@ -268,7 +273,9 @@ class AgentLoop:
                 await self.queue.fence(tx, self.lease)
                 await tx.emit(self.task_id, EventType.TOOL_OUTPUT, {"call_id": call.id, "text": text})
 
-        coalescer = _Coalescer(emit_output, self.events_config.delta_flush_interval, self.events_config.delta_flush_chars)
+        coalescer = _Coalescer(
+            emit_output, self.events_config.delta_flush_interval, self.events_config.delta_flush_chars
+        )
         tool_ctx = ToolContext(
             task_id=self.task_id,
             tenant_id=self.lease.tenant_id,
@@ -293,7 +300,11 @@ class AgentLoop:
         try:
             arguments = json.loads(call.arguments) if call.arguments.strip() else {}
         except json.JSONDecodeError as exc:
-            return tool, None, f"the arguments of {call.name} are not valid JSON ({exc.msg} at {exc.pos}); resend them"
+            return (
+                tool,
+                None,
+                f"the arguments of {call.name} are not valid JSON ({exc.msg} at {exc.pos}); resend them",
+            )
         if not isinstance(arguments, dict):
             return tool, None, f"the arguments of {call.name} must be a JSON object"
         problem = _schema_problem(tool, arguments)
@@ -310,7 +321,9 @@ class AgentLoop:
         data = _jsonable(result.data)
         async with self.log.transaction() as tx:
             await self.queue.fence(tx, self.lease)
-            await self.journal.finish(tx, key, {"content": content, "is_error": result.is_error, "data": data})
+            await self.journal.finish(
+                tx, key, {"content": content, "is_error": result.is_error, "data": data}
+            )
             await tx.emit(
                 self.task_id,
                 EventType.TOOL_FINISHED,
@@ -348,7 +361,9 @@ def _schema_problem(tool: Tool, arguments: dict[str, Any]) -> str | None:
         try:
             tool.validate(arguments)
         except ValidationError as exc:
-            return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
+            return "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+            )
         return None
     try:
         jsonschema.validate(arguments, tool.parameters)

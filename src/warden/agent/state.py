@@ -35,7 +35,11 @@ class LoopState:
         return {name: u.to_dict() for name, u in sorted(self.usage.items())}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "messages": [m.to_dict() for m in self.messages], "usage": self.usage_dict()}
+        return {
+            "step": self.step,
+            "messages": [m.to_dict() for m in self.messages],
+            "usage": self.usage_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoopState:
@@ -61,6 +65,8 @@ async def latest_checkpoint(db: Database, task_id: str) -> LoopState | None:
 
 async def save_checkpoint(tx: Tx, task_id: str, state: LoopState) -> None:
     await tx.conn.execute(
-        insert(checkpoints).values(task_id=task_id, step=state.step, state=state.to_dict(), created_at=tx.db.now())
+        insert(checkpoints).values(
+            task_id=task_id, step=state.step, state=state.to_dict(), created_at=tx.db.now()
+        )
     )
     await tx.conn.execute(update(tasks).where(tasks.c.id == task_id).values(usage=state.usage_dict()))

@@ -5,26 +5,27 @@ from __future__ import annotations
 
 from fastapi import Request, WebSocket
 
-from warden.service.keys import Principal
+from starlette.datastructures import Headers
+
+from warden.service.keys import KeyService, Principal
 
 
-def _token(headers: dict[str, str] | object, query_key: str | None) -> str | None:
-    get = getattr(headers, "get")  # noqa: B009 - works for both Headers types
-    auth = get("authorization")
+def _token(headers: Headers, query_key: str | None) -> str | None:
+    auth = headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
         return value.strip() if scheme.lower() == "bearer" else auth.strip()
-    key = get("x-api-key")
+    key = headers.get("x-api-key")
     if key:
         return str(key).strip()
     return query_key
 
 
 async def principal(request: Request) -> Principal:
-    runtime = request.app.state.runtime
-    return await runtime.keys.authenticate(_token(request.headers, request.query_params.get("api_key")))
+    keys: KeyService = request.app.state.runtime.keys
+    return await keys.authenticate(_token(request.headers, request.query_params.get("api_key")))
 
 
 async def ws_principal(websocket: WebSocket) -> Principal:
-    runtime = websocket.app.state.runtime
-    return await runtime.keys.authenticate(_token(websocket.headers, websocket.query_params.get("api_key")))
+    keys: KeyService = websocket.app.state.runtime.keys
+    return await keys.authenticate(_token(websocket.headers, websocket.query_params.get("api_key")))

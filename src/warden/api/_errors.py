@@ -37,12 +37,16 @@ def install(app: FastAPI) -> None:
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse({"code": "invalid_json", "message": "the request body is not valid JSON"}, 400)
+            return JSONResponse(
+                {"code": "invalid_json", "message": "the request body is not valid JSON"}, 400
+            )
         problems = []
         for e in errors:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {e.get('msg')}")
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
+        ]
         return JSONResponse(
             {"code": "invalid_input", "message": "; ".join(problems), "details": details}, status_code=422
         )
@@ -51,7 +55,9 @@ def install(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return JSONResponse({"code": code, "message": message}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"code": code, "message": message}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

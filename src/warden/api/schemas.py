@@ -96,7 +96,11 @@ class TaskView(BaseModel):
             metadata=t.metadata,
             usage={
                 "by_model": t.usage,
-                "total": {"input_tokens": total_in, "output_tokens": total_out, "total_tokens": total_in + total_out},
+                "total": {
+                    "input_tokens": total_in,
+                    "output_tokens": total_out,
+                    "total_tokens": total_in + total_out,
+                },
             },
             attempt=t.attempt,
             max_attempts=t.max_attempts,

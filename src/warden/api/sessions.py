@@ -18,7 +18,9 @@ _errors = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 422)}
 @router.post("", status_code=201, response_model=SessionView, responses=_errors)  # type: ignore[arg-type]
 async def create_session(body: CreateSession, request: Request, caller: Caller) -> SessionView:
     """Start a conversation; submit tasks with its ``session_id`` to continue it."""
-    record = await request.app.state.runtime.sessions.create(caller, body.agent, body.multitask, body.metadata)
+    record = await request.app.state.runtime.sessions.create(
+        caller, body.agent, body.multitask, body.metadata
+    )
     return SessionView.of(record)
 
 

@@ -98,7 +98,9 @@ def _resume_point(after: int | None, last_event_id: str | None) -> int:
         try:
             point = max(point, int(last_event_id))
         except ValueError as exc:
-            raise InvalidInput("Last-Event-ID must be an event seq (an integer)", code="invalid_last_event_id") from exc
+            raise InvalidInput(
+                "Last-Event-ID must be an event seq (an integer)", code="invalid_last_event_id"
+            ) from exc
     return max(point, 0)
 
 
@@ -120,10 +122,14 @@ async def task_events(
     async def frames() -> AsyncIterator[ServerSentEvent]:
         async for event in events:
             yield ServerSentEvent(
-                data=json.dumps(event.to_wire(), separators=(",", ":")), event=event.type.value, id=str(event.seq)
+                data=json.dumps(event.to_wire(), separators=(",", ":")),
+                event=event.type.value,
+                id=str(event.seq),
             )
 
-    return EventSourceResponse(frames(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return EventSourceResponse(
+        frames(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
 
 
 @router.websocket("/{task_id}/stream")

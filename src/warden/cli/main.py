@@ -25,9 +25,13 @@ from warden.cli.render import StreamRenderer
 from warden.client.http import WardenClient
 from warden.service.keys import NewKey
 
-app = typer.Typer(help="Warden: run LLM agents in production.", no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Warden: run LLM agents in production.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 tasks_app = typer.Typer(help="List, inspect, cancel and follow tasks.", no_args_is_help=True)
-keys_app = typer.Typer(help="Create, list and revoke API keys (works on the database directly).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys (works on the database directly).", no_args_is_help=True
+)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(keys_app, name="keys")
 
@@ -68,7 +72,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.", min=0, max=65535)] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Worker loops in this process.", min=0)] = 1,
-    role: Annotated[Role, typer.Option(help="all: API and workers; api: API only; worker: workers only.")] = Role.ALL,
+    role: Annotated[
+        Role, typer.Option(help="all: API and workers; api: API only; worker: workers only.")
+    ] = Role.ALL,
 ) -> None:
     """Serve the HTTP API and run workers in one process."""
     import uvicorn
@@ -109,8 +115,13 @@ def _run_workers(cfg: Any, count: int, concurrency: int | None = None) -> None:
         runtime = await Runtime.open(cfg)
         pool = [Worker(runtime, concurrency=concurrency) for _ in range(count)]
         loop = asyncio.get_running_loop()
+
+        def stop_all() -> None:
+            for w in pool:
+                w.request_stop()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: [w.request_stop() for w in pool])
+            loop.add_signal_handler(sig, stop_all)
         console.print(f"[bold]Warden worker[/] × {count} (pid {os.getpid()}) — SIGTERM stops it gracefully")
         try:
             await asyncio.gather(*(w.run() for w in pool))
@@ -228,7 +239,9 @@ def tasks_show(task_id: str, url: UrlOpt = None, key: KeyOpt = None) -> None:
     if t["output"] is not None:
         lines.append(f"[bold]output[/]   {escape(str(t['output']))}")
     if t["error"]:
-        lines.append(f"[bold red]error[/]    {escape(t['error'].get('code', ''))}: {escape(t['error'].get('message', ''))}")
+        lines.append(
+            f"[bold red]error[/]    {escape(t['error'].get('code', ''))}: {escape(t['error'].get('message', ''))}"
+        )
     console.print(Panel("\n".join(lines), title=t["id"], highlight=False))
 
 
@@ -241,7 +254,7 @@ def tasks_cancel(task_id: str, url: UrlOpt = None, key: KeyOpt = None) -> None:
             return await client.cancel(task_id)
 
     t = run_async(main())
-    note = " (cancel requested)" if t["cancel_requested"] and not t["status"] == "cancelled" else ""
+    note = " (cancel requested)" if t["cancel_requested"] and t["status"] != "cancelled" else ""
     console.print(f"{t['id']}: {t['status']}{note}")
 
 
@@ -275,7 +288,9 @@ def tasks_logs(
 def keys_create(
     name: Annotated[str, typer.Option(help="What the key is for.")],
     tenant: Annotated[str, typer.Option(help="Tenant the key belongs to (created if new).")] = "default",
-    scope: Annotated[list[str] | None, typer.Option(help="Scope (repeat): admin, tasks:read, tasks:write, pii:read.")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="Scope (repeat): admin, tasks:read, tasks:write, pii:read.")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create an API key; it is printed once."""
@@ -294,7 +309,9 @@ def keys_create(
 
     new = run_async(main())
     console.print(f"[bold]{new.secret}[/]")
-    console.print(f"[dim]key {new.info.id} · tenant {new.info.tenant} · scopes {', '.join(new.info.scopes)} · shown once[/]")
+    console.print(
+        f"[dim]key {new.info.id} · tenant {new.info.tenant} · scopes {', '.join(new.info.scopes)} · shown once[/]"
+    )
 
 
 @keys_app.command("list")
@@ -322,7 +339,9 @@ def keys_list(config: ConfigOpt = None) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix.")], config: ConfigOpt = None) -> None:
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Key id or prefix.")], config: ConfigOpt = None
+) -> None:
     """Revoke an API key at once."""
     from warden.service.keys import KeyInfo, KeyService
     from warden.store import Database, upgrade
@@ -384,11 +403,15 @@ def demo(
                 )
             )
         else:
-            console.print(f"[bold]model[/]: {model.provider} · {escape(model.model)} · {escape(model.base_url or 'default endpoint')}")
+            console.print(
+                f"[bold]model[/]: {model.provider} · {escape(model.model)} · {escape(model.base_url or 'default endpoint')}"
+            )
         await runtime.keys.bootstrap()
         key = await runtime.keys.create("default", name="demo", scopes=["admin"])
         application = create_app(cfg, workers=1, runtime=runtime)
-        server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="warning", lifespan="on"))
+        server = uvicorn.Server(
+            uvicorn.Config(application, host=host, port=port, log_level="warning", lifespan="on")
+        )
         serving = asyncio.create_task(server.serve())
         url = f"http://{host}:{port}"
         try:
@@ -418,7 +441,7 @@ def demo(
                     f"logs       {log_path}\n"
                     f"database   {_safe_url(cfg.resolved_database_url)}\n"
                     f"API key    {key.secret}\n\n"
-                    f"Try: [cyan]WARDEN_URL={url} WARDEN_API_KEY={key.secret} warden run \"what is 2**32?\"[/]",
+                    f'Try: [cyan]WARDEN_URL={url} WARDEN_API_KEY={key.secret} warden run "what is 2**32?"[/]',
                     title="where things are",
                     border_style="cyan",
                 )

@@ -96,7 +96,9 @@ class StreamRenderer:
         elif etype == "task.failed":
             self.final = event
             error = data.get("error") or {}
-            self.console.print(f"[bold red]✘ failed[/] [red]{escape(error.get('code', ''))}: {escape(error.get('message', ''))}[/]")
+            self.console.print(
+                f"[bold red]✘ failed[/] [red]{escape(error.get('code', ''))}: {escape(error.get('message', ''))}[/]"
+            )
         elif etype == "task.cancelled":
             self.final = event
             self.console.print("[bold yellow]■ cancelled[/]")

@@ -57,7 +57,12 @@ class WardenClient:
         return response.json()
 
     async def submit(
-        self, agent: str | None, text: str, *, session_id: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        agent: str | None,
+        text: str,
+        *,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"input": text}
         if agent:
@@ -87,7 +92,9 @@ class WardenClient:
         result: list[dict[str, Any]] = await self._call("GET", "/v1/agents")
         return result
 
-    async def events(self, task_id: str, *, after: int = 0, retries: int = 30) -> AsyncIterator[dict[str, Any]]:
+    async def events(
+        self, task_id: str, *, after: int = 0, retries: int = 30
+    ) -> AsyncIterator[dict[str, Any]]:
         """Every event after ``after`` until the terminal one, reconnecting on network errors."""
         last = after
         failures = 0
@@ -95,7 +102,11 @@ class WardenClient:
             try:
                 headers = {"Last-Event-ID": str(last)} if last else {}
                 async with aconnect_sse(
-                    self._http, "GET", f"/v1/tasks/{task_id}/events", headers=headers, timeout=httpx.Timeout(30, read=None)
+                    self._http,
+                    "GET",
+                    f"/v1/tasks/{task_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(30, read=None),
                 ) as source:
                     if not source.response.is_success:
                         await source.response.aread()

@@ -54,7 +54,9 @@ class EventBus(Protocol):
 
     def publish(self, events: Sequence[Event]) -> None: ...
 
-    def subscribe(self, task_id: str, after: int = 0) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
+    def subscribe(
+        self, task_id: str, after: int = 0
+    ) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
 
     def notify_work(self) -> None: ...
 
@@ -70,7 +72,9 @@ class EventBus(Protocol):
 class LocalEventBus:
     """In-process bus with per-task log polling for events written by other processes."""
 
-    def __init__(self, reader: LogReader | None = None, *, poll_interval: float = 0.5, buffer: int = 1024) -> None:
+    def __init__(
+        self, reader: LogReader | None = None, *, poll_interval: float = 0.5, buffer: int = 1024
+    ) -> None:
         self._reader = reader
         self._poll_interval = poll_interval
         self._buffer = buffer

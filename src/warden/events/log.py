@@ -51,7 +51,10 @@ class Tx:
         new = [Event(task_id, last - count + 1 + i, ts, etype, data) for i, (etype, data) in enumerate(items)]
         await self.conn.execute(
             insert(events_table),
-            [{"task_id": e.task_id, "seq": e.seq, "ts": e.ts, "type": e.type.value, "data": e.data} for e in new],
+            [
+                {"task_id": e.task_id, "seq": e.seq, "ts": e.ts, "type": e.type.value, "data": e.data}
+                for e in new
+            ],
         )
         self.emitted.extend(new)
         return new

@@ -48,27 +48,27 @@ async def follow(
                 yield event
             return
         while True:
-            event = await sub.get(timeout=idle_check)
-            if event is None or sub.lagged:
+            live = await sub.get(timeout=idle_check)
+            if live is None or sub.lagged:
                 sub.lagged = False
                 sub.drain()
                 async for missed in backfill():
                     yield missed
                     if missed.is_terminal:
                         return
-                if event is None and await is_finished():
+                if live is None and await is_finished():
                     async for missed in backfill():
                         yield missed
                     return
                 continue
-            if event.seq <= last:
+            if live.seq <= last:
                 continue
-            if event.seq > last + 1:
-                async for missed in backfill(upto=event.seq):
+            if live.seq > last + 1:
+                async for missed in backfill(upto=live.seq):
                     yield missed
-            if event.seq != last + 1:
+            if live.seq != last + 1:
                 continue
-            last = event.seq
-            yield event
-            if event.is_terminal:
+            last = live.seq
+            yield live
+            if live.is_terminal:
                 return

@@ -43,7 +43,13 @@ class Event:
     data: dict[str, Any]
 
     def to_wire(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "seq": self.seq, "ts": self.ts, "type": self.type.value, "data": self.data}
+        return {
+            "task_id": self.task_id,
+            "seq": self.seq,
+            "ts": self.ts,
+            "type": self.type.value,
+            "data": self.data,
+        }
 
     @property
     def is_terminal(self) -> bool:

@@ -49,7 +49,9 @@ class Gate:
 
     def check_model_call(self, ctx: CallContext) -> None:
         if ctx.step >= ctx.limits.max_steps:
-            raise LimitExceeded(f"the agent reached its limit of {ctx.limits.max_steps} steps", code="max_steps")
+            raise LimitExceeded(
+                f"the agent reached its limit of {ctx.limits.max_steps} steps", code="max_steps"
+            )
         if ctx.usage.total_tokens >= ctx.limits.max_tokens:
             raise LimitExceeded(
                 f"the task used {ctx.usage.total_tokens} tokens, its limit is {ctx.limits.max_tokens}",
@@ -67,5 +69,7 @@ class Gate:
         # Reaching here means the agent's spec lists the tool; finer rules arrive with policy.
         return Decision(Verdict.ALLOW, "agent.tools", f"{tool.name} is one of the agent's tools")
 
-    async def call_tool(self, ctx: CallContext, tool: Tool, arguments: dict[str, Any], tool_ctx: ToolContext) -> ToolResult:
+    async def call_tool(
+        self, ctx: CallContext, tool: Tool, arguments: dict[str, Any], tool_ctx: ToolContext
+    ) -> ToolResult:
         return await tool.call(arguments, tool_ctx)

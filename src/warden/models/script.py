@@ -105,7 +105,8 @@ def render_step(step: ScriptStep, messages: Sequence[Message], call_id_prefix: s
     text = step.text.replace("{{last_tool_result}}", last_tool)
     turn = sum(1 for m in messages if m.role == "assistant")
     calls = tuple(
-        (c.id or f"{call_id_prefix}_{turn}_{i}", c.name, c.arguments_json()) for i, c in enumerate(step.tool_calls)
+        (c.id or f"{call_id_prefix}_{turn}_{i}", c.name, c.arguments_json())
+        for i, c in enumerate(step.tool_calls)
     )
     return RenderedStep(text=text, tool_calls=calls)
 

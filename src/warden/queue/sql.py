@@ -86,7 +86,9 @@ class SqlTaskQueue:
                 for r in result
             ]
             for lease in leases:
-                await tx.emit(lease.task_id, EventType.TASK_STARTED, {"attempt": lease.attempt, "worker": owner})
+                await tx.emit(
+                    lease.task_id, EventType.TASK_STARTED, {"attempt": lease.attempt, "worker": owner}
+                )
         return leases
 
     def _owned(self, lease: Lease) -> Any:
@@ -199,7 +201,9 @@ class SqlTaskQueue:
     ) -> None:
         """End the task inside ``tx`` (fenced by the lease)."""
         await self.fence(tx, lease)
-        await self._finish(tx, lease.task_id, status, output=output, error=error, history=history, run_seconds=run_seconds)
+        await self._finish(
+            tx, lease.task_id, status, output=output, error=error, history=history, run_seconds=run_seconds
+        )
 
     async def _finish(
         self,
@@ -243,7 +247,9 @@ class SqlTaskQueue:
         if session_id is not None:
             if history is not None:
                 await tx.conn.execute(
-                    update(sessions).where(sessions.c.id == session_id).values(history=history, updated_at=now)
+                    update(sessions)
+                    .where(sessions.c.id == session_id)
+                    .values(history=history, updated_at=now)
                 )
             await self.release_next_in_session(tx, session_id)
 
@@ -264,7 +270,9 @@ class SqlTaskQueue:
         )
         row = queued.first()
         if row is not None and row.available_at is None:
-            await tx.conn.execute(update(tasks).where(tasks.c.id == row.id).values(available_at=self.db.now()))
+            await tx.conn.execute(
+                update(tasks).where(tasks.c.id == row.id).values(available_at=self.db.now())
+            )
             tx.after_commit(self.log.bus.notify_work)
 
     async def cancel_now(self, tx: Tx, task_id: str, reason: str) -> None:
@@ -278,7 +286,13 @@ class SqlTaskQueue:
         now = self.db.now()
         async with self.log.transaction() as tx:
             expired = await tx.conn.execute(
-                select(tasks.c.id, tasks.c.attempt, tasks.c.max_attempts, tasks.c.cancel_requested, tasks.c.lease_owner)
+                select(
+                    tasks.c.id,
+                    tasks.c.attempt,
+                    tasks.c.max_attempts,
+                    tasks.c.cancel_requested,
+                    tasks.c.lease_owner,
+                )
                 .where(tasks.c.status == TaskStatus.RUNNING.value, tasks.c.lease_until < now)
                 .order_by(tasks.c.lease_until)
                 .limit(500)
@@ -305,7 +319,10 @@ class SqlTaskQueue:
                         update(tasks)
                         .where(tasks.c.id == row.id, tasks.c.status == TaskStatus.RUNNING.value)
                         .values(
-                            status=TaskStatus.QUEUED.value, lease_owner=None, lease_until=None, available_at=now
+                            status=TaskStatus.QUEUED.value,
+                            lease_owner=None,
+                            lease_until=None,
+                            available_at=now,
                         )
                     )
                     await tx.emit(

@@ -5,4 +5,12 @@ from warden.service.keys import KeyService, Principal
 from warden.service.sessions import Multitask, SessionService
 from warden.service.tasks import Submission, TaskService
 
-__all__ = ["AgentCatalog", "KeyService", "Multitask", "Principal", "SessionService", "Submission", "TaskService"]
+__all__ = [
+    "AgentCatalog",
+    "KeyService",
+    "Multitask",
+    "Principal",
+    "SessionService",
+    "Submission",
+    "TaskService",
+]

@@ -30,7 +30,9 @@ def load_spec_file(path: Path) -> AgentSpec:
     try:
         return AgentSpec.model_validate(raw)
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+        )
         raise ConfigError(f"agent spec {path} is invalid: {details}") from exc
 
 
@@ -70,7 +72,9 @@ class AgentCatalog:
                 for version in candidates:
                     row = (
                         await conn.execute(
-                            select(agents.c.spec_hash).where(agents.c.name == name, agents.c.version == version)
+                            select(agents.c.spec_hash).where(
+                                agents.c.name == name, agents.c.version == version
+                            )
                         )
                     ).first()
                     if row is not None and row.spec_hash != digest:
@@ -103,7 +107,9 @@ class AgentCatalog:
             return spec
         async with self.db.read() as conn:
             row = (
-                await conn.execute(select(agents.c.spec).where(agents.c.name == name, agents.c.version == version))
+                await conn.execute(
+                    select(agents.c.spec).where(agents.c.name == name, agents.c.version == version)
+                )
             ).first()
         if row is None:
             raise NotFound(f"no agent {name}@{version}", code="agent_not_found")
@@ -113,5 +119,7 @@ class AgentCatalog:
 
     async def versions(self, name: str) -> list[str]:
         async with self.db.read() as conn:
-            rows = await conn.execute(select(agents.c.version).where(agents.c.name == name).order_by(agents.c.created_at))
+            rows = await conn.execute(
+                select(agents.c.version).where(agents.c.name == name).order_by(agents.c.created_at)
+            )
             return [r.version for r in rows]

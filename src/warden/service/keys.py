@@ -92,7 +92,9 @@ class KeyService:
         chosen = sorted(set(scopes or DEFAULT_SCOPES))
         unknown = set(chosen) - SCOPES
         if unknown:
-            raise Forbidden(f"unknown scope(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(SCOPES))}")
+            raise Forbidden(
+                f"unknown scope(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(SCOPES))}"
+            )
         tenant_id = await self.ensure_tenant(tenant)
         prefix = secrets.token_hex(6)
         secret = secrets.token_urlsafe(24).replace("_", "x").replace("-", "y")
@@ -121,7 +123,8 @@ class KeyService:
                 .order_by(api_keys.c.created_at)
             )
             return [
-                KeyInfo(r.id, r.tenant_name, r.name, r.prefix, list(r.scopes), r.created_at, r.revoked_at) for r in rows
+                KeyInfo(r.id, r.tenant_name, r.name, r.prefix, list(r.scopes), r.created_at, r.revoked_at)
+                for r in rows
             ]
 
     async def revoke(self, key: str) -> KeyInfo:
@@ -164,9 +167,9 @@ class KeyService:
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
-                    select(api_keys.c.id, api_keys.c.tenant_id, api_keys.c.secret_hash, api_keys.c.scopes).where(
-                        api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None)
-                    )
+                    select(
+                        api_keys.c.id, api_keys.c.tenant_id, api_keys.c.secret_hash, api_keys.c.scopes
+                    ).where(api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None))
                 )
             ).first()
         if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):

@@ -42,7 +42,9 @@ class SessionRecord:
 BUSY = (TaskStatus.QUEUED.value, TaskStatus.RUNNING.value, TaskStatus.AWAITING_APPROVAL.value)
 
 
-async def session_row(conn: AsyncConnection, session_id: str, tenant_id: str, *, lock: bool = False) -> SessionRecord:
+async def session_row(
+    conn: AsyncConnection, session_id: str, tenant_id: str, *, lock: bool = False
+) -> SessionRecord:
     query = select(sessions).where(sessions.c.id == session_id, sessions.c.tenant_id == tenant_id)
     if lock:
         query = query.with_for_update()

@@ -55,14 +55,16 @@ class TaskService:
         principal.require("tasks:write")
         if len(sub.input) > self.max_input_chars:
             raise InvalidInput(
-                f"input is {len(sub.input)} characters; the limit is {self.max_input_chars}", code="input_too_large"
+                f"input is {len(sub.input)} characters; the limit is {self.max_input_chars}",
+                code="input_too_large",
             )
         if sub.idempotency_key is not None:
             async with self.db.read() as conn:
                 row = (
                     await conn.execute(
                         select(tasks.c.id).where(
-                            tasks.c.tenant_id == principal.tenant_id, tasks.c.idempotency_key == sub.idempotency_key
+                            tasks.c.tenant_id == principal.tenant_id,
+                            tasks.c.idempotency_key == sub.idempotency_key,
                         )
                     )
                 ).first()
@@ -84,7 +86,9 @@ class TaskService:
                     raise InvalidInput("name an agent, or a session to continue", code="agent_required")
                 agent_name = sub.agent
                 self.catalog.get(agent_name)
-                session = await insert_session(tx.conn, principal.tenant_id, agent_name, Multitask.ENQUEUE, {})
+                session = await insert_session(
+                    tx.conn, principal.tenant_id, agent_name, Multitask.ENQUEUE, {}
+                )
             spec = self.catalog.get(agent_name)
 
             held = False
@@ -130,7 +134,9 @@ class TaskService:
             )
         )
         for row in rows.all():
-            await self._cancel_row(tx, row.id, TaskStatus(row.status), "interrupted by a newer task in the session")
+            await self._cancel_row(
+                tx, row.id, TaskStatus(row.status), "interrupted by a newer task in the session"
+            )
 
     async def _cancel_row(self, tx: Any, task_id: str, status: TaskStatus, reason: str) -> None:
         if status is TaskStatus.RUNNING:

@@ -39,14 +39,18 @@ class Database:
                 parsed = parsed.set(drivername="sqlite+aiosqlite")
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self._writer = create_async_engine(parsed, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60)
+            self._writer = create_async_engine(
+                parsed, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
+            )
             self._reader = create_async_engine(parsed, echo=echo, pool_size=8, max_overflow=8)
             _configure_sqlite(self._writer, immediate=True)
             _configure_sqlite(self._reader, immediate=False)
         else:
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+asyncpg")
-            self._writer = create_async_engine(parsed, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self._writer = create_async_engine(
+                parsed, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True
+            )
             self._reader = self._writer
 
     @property
@@ -61,7 +65,7 @@ class Database:
         """The database's clock in epoch seconds, as a SQL expression."""
         if self.is_sqlite:
             return literal_column("((julianday('now') - 2440587.5) * 86400.0)")
-        return func.extract("epoch", func.clock_timestamp())
+        return func.extract("epoch", func.clock_timestamp())  # type: ignore[return-value]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -120,7 +124,14 @@ def _is_unavailable(exc: DBAPIError) -> bool:
     message = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     return any(
         needle in message
-        for needle in ("connection", "could not connect", "terminating", "database is locked", "disk", "no space")
+        for needle in (
+            "connection",
+            "could not connect",
+            "terminating",
+            "database is locked",
+            "disk",
+            "no space",
+        )
     )
 
 

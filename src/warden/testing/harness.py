@@ -42,7 +42,9 @@ class WardenHarness:
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=kwargs.pop("timeout", 30.0), **kwargs)
+        return httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=kwargs.pop("timeout", 30.0), **kwargs
+        )
 
     async def key_for(self, tenant: str, scopes: list[str] | None = None) -> str:
         assert self.runtime is not None
@@ -53,7 +55,14 @@ class WardenHarness:
         self.admin = await self.runtime.keys.create("default", name="test admin", scopes=["admin"])
         app = create_app(self.config, workers=self.workers, runtime=self.runtime)
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", ws="websockets-sansio")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="on",
+                ws="websockets-sansio",
+            )
         )
         self._serving = asyncio.create_task(self._server.serve())
         async with asyncio.timeout(20):

@@ -56,7 +56,9 @@ def default_worker_id() -> str:
 
 
 class Worker:
-    def __init__(self, runtime: Runtime, *, concurrency: int | None = None, worker_id: str | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, *, concurrency: int | None = None, worker_id: str | None = None
+    ) -> None:
         self.runtime = runtime
         self.config = runtime.config.worker
         self.concurrency = concurrency or self.config.concurrency
@@ -64,6 +66,9 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._drained = asyncio.Event()
+        """Set whenever no task is running here."""
+        self._drained.set()
         runtime.bus.on_cancel(self._on_cancel_signal)
 
     @property
@@ -115,6 +120,7 @@ class Worker:
                 except Exception:
                     log.exception("leasing failed")
                 for lease in leases:
+                    self._drained.clear()
                     running = _Running(lease)
                     self._running[lease.task_id] = running
                     group.create_task(self._run_lease(running), name=f"task:{lease.task_id}")
@@ -162,14 +168,13 @@ class Worker:
             return
         deadline = time.monotonic() + self.config.shutdown_grace
         log.info("shutting down: %d task(s) in flight", len(self._running))
-        while time.monotonic() < deadline and any(
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110 - phases change without a signal
             r.loop is not None and r.loop.phase is Phase.TOOLS for r in self._running.values()
         ):
             await asyncio.sleep(0.05)
         for running in list(self._running.values()):
             running.stop(StopReason.SHUTDOWN)
-        while self._running:
-            await asyncio.sleep(0.01)
+        await self._drained.wait()
 
     # -- one task --------------------------------------------------------------------------
 
@@ -181,6 +186,8 @@ class Worker:
             log.exception("task %s: unexpected failure in the worker", lease.task_id)
         finally:
             self._running.pop(lease.task_id, None)
+            if not self._running:
+                self._drained.set()
             self.runtime.bus.notify_work()
 
     async def _execute(self, running: _Running) -> None:
@@ -216,7 +223,11 @@ class Worker:
         running.inner = asyncio.create_task(attempt(), name=f"loop:{lease.task_id}")
         if running.stop_reason is not None:
             running.inner.cancel()
-        await asyncio.wait({running.inner})
+        try:
+            await asyncio.wait({running.inner})
+        except asyncio.CancelledError:
+            running.inner.cancel()
+            raise
         elapsed = time.monotonic() - running.started
         inner = running.inner
 
@@ -235,34 +246,43 @@ class Worker:
             elif reason is StopReason.SHUTDOWN:
                 await queue.release(lease, "worker shutting down", run_seconds=elapsed)
             return
-        exc = inner.exception()
-        if exc is None or isinstance(exc, LeaseLost):
+        raised = inner.exception()
+        if raised is None or isinstance(raised, LeaseLost):
             return
-        if isinstance(exc, TimeoutError):
-            exc = LimitExceeded(f"the task ran longer than its limit of {spec.limits.timeout:g} s", code="timeout")
-        if isinstance(exc, LimitExceeded):
+        failure: BaseException = raised
+        if isinstance(failure, TimeoutError):
+            failure = LimitExceeded(
+                f"the task ran longer than its limit of {spec.limits.timeout:g} s", code="timeout"
+            )
+        if isinstance(failure, LimitExceeded):
             with contextlib.suppress(LeaseLost):
                 async with runtime.log.transaction() as tx:
-                    await queue.finish(tx, lease, TaskStatus.FAILED, error=exc.to_dict(), run_seconds=elapsed)
-        elif isinstance(exc, ModelError):
-            log.warning("task %s: model call failed: %s", lease.task_id, exc.message)
-            await queue.retry_or_fail(lease, exc.to_dict(), retryable=exc.retryable, run_seconds=elapsed)
-        elif isinstance(exc, StorageError):
+                    await queue.finish(tx, lease, TaskStatus.FAILED, error=failure.to_dict(), run_seconds=elapsed)
+        elif isinstance(failure, ModelError):
+            log.warning("task %s: model call failed: %s", lease.task_id, failure.message)
+            await queue.retry_or_fail(lease, failure.to_dict(), retryable=failure.retryable, run_seconds=elapsed)
+        elif isinstance(failure, StorageError):
             # Nothing can be recorded now; the lease expires and the reaper re-queues the task.
-            log.warning("task %s: storage failed: %s", lease.task_id, exc.message)
-        elif isinstance(exc, WardenError):
-            await queue.retry_or_fail(lease, exc.to_dict(), retryable=False, run_seconds=elapsed)
+            log.warning("task %s: storage failed: %s", lease.task_id, failure.message)
+        elif isinstance(failure, WardenError):
+            await queue.retry_or_fail(lease, failure.to_dict(), retryable=False, run_seconds=elapsed)
         else:
-            log.error("task %s: the agent loop raised", lease.task_id, exc_info=exc)
-            error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"[:2000]}
+            log.error("task %s: the agent loop raised", lease.task_id, exc_info=failure)
+            error = {"code": "internal_error", "message": f"{type(failure).__name__}: {failure}"[:2000]}
             await queue.retry_or_fail(lease, error, retryable=True, run_seconds=elapsed)
 
     async def _load_input(self, lease: Lease) -> tuple[TaskInput, float]:
         async with self.runtime.db.read() as conn:
-            row = (await conn.execute(select(tasks.c.input, tasks.c.run_seconds).where(tasks.c.id == lease.task_id))).one()
+            row = (
+                await conn.execute(
+                    select(tasks.c.input, tasks.c.run_seconds).where(tasks.c.id == lease.task_id)
+                )
+            ).one()
             history: list[Message] = []
             if lease.session_id is not None:
-                srow = (await conn.execute(select(sessions.c.history).where(sessions.c.id == lease.session_id))).first()
+                srow = (
+                    await conn.execute(select(sessions.c.history).where(sessions.c.id == lease.session_id))
+                ).first()
                 if srow is not None:
                     history = [Message.from_dict(m) for m in srow.history or []]
         return TaskInput(text=row.input, history=history), float(row.run_seconds or 0.0)
