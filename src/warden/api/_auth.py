@@ -4,7 +4,6 @@ stream endpoints, which browsers cannot give headers), resolved to a tenant-boun
 from __future__ import annotations
 
 from fastapi import Request, WebSocket
-
 from starlette.datastructures import Headers
 
 from warden.service.keys import KeyService, Principal

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from warden.errors import Conflict, InvalidInput, NotFound
 from warden.events.log import EventLog
@@ -58,19 +59,33 @@ class TaskService:
                 f"input is {len(sub.input)} characters; the limit is {self.max_input_chars}",
                 code="input_too_large",
             )
-        if sub.idempotency_key is not None:
-            async with self.db.read() as conn:
-                row = (
-                    await conn.execute(
-                        select(tasks.c.id).where(
-                            tasks.c.tenant_id == principal.tenant_id,
-                            tasks.c.idempotency_key == sub.idempotency_key,
-                        )
-                    )
-                ).first()
-            if row is not None:
-                return await self.get(principal, row.id), False
+        existing = await self._by_idempotency_key(principal, sub.idempotency_key)
+        if existing is not None:
+            return existing, False
+        try:
+            task_id = await self._insert(principal, sub)
+        except IntegrityError:
+            # A concurrent submit with the same idempotency key won the race: answer with its task.
+            existing = await self._by_idempotency_key(principal, sub.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        return await self.get(principal, task_id), True
 
+    async def _by_idempotency_key(self, principal: Principal, key: str | None) -> TaskRecord | None:
+        if key is None:
+            return None
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(tasks.c.id).where(
+                        tasks.c.tenant_id == principal.tenant_id, tasks.c.idempotency_key == key
+                    )
+                )
+            ).first()
+        return await self.get(principal, row.id) if row is not None else None
+
+    async def _insert(self, principal: Principal, sub: Submission) -> str:
         task_id = new_id("task")
         async with self.log.transaction() as tx:
             if sub.session_id is not None:
@@ -101,7 +116,9 @@ class TaskService:
                     )
                 held = True
                 if session.multitask is Multitask.INTERRUPT:
-                    await self._interrupt_session(tx, session.id)
+                    # Queued tasks are cancelled at once; a running one stops soon, and the new
+                    # task waits for it only then.
+                    held = await self._interrupt_session(tx, session.id)
 
             await self.queue.enqueue(
                 tx,
@@ -122,9 +139,10 @@ class TaskService:
             )
             if not held:
                 tx.after_commit(self.log.bus.notify_work)
-        return await self.get(principal, task_id), True
+        return task_id
 
-    async def _interrupt_session(self, tx: Any, session_id: str) -> None:
+    async def _interrupt_session(self, tx: Any, session_id: str) -> bool:
+        """Cancel the session's unfinished tasks; True if one is still running."""
         rows = await tx.conn.execute(
             select(tasks.c.id, tasks.c.status).where(
                 tasks.c.session_id == session_id,
@@ -133,10 +151,12 @@ class TaskService:
                 ),
             )
         )
+        still_running = False
         for row in rows.all():
-            await self._cancel_row(
-                tx, row.id, TaskStatus(row.status), "interrupted by a newer task in the session"
-            )
+            status = TaskStatus(row.status)
+            still_running = still_running or status is TaskStatus.RUNNING
+            await self._cancel_row(tx, row.id, status, "interrupted by a newer task in the session")
+        return still_running
 
     async def _cancel_row(self, tx: Any, task_id: str, status: TaskStatus, reason: str) -> None:
         if status is TaskStatus.RUNNING:

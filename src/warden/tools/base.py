@@ -81,9 +81,7 @@ class FunctionTool:
             annotation = param.annotation if param.annotation is not inspect.Parameter.empty else Any
             default = param.default if param.default is not inspect.Parameter.empty else ...
             fields[pname] = (annotation, default)
-        self._model = create_model(
-            f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
-        )
+        self._model = create_model(f"{self.name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
         schema = self._model.model_json_schema()
         schema.pop("title", None)
         self.parameters = schema

@@ -257,10 +257,14 @@ class Worker:
         if isinstance(failure, LimitExceeded):
             with contextlib.suppress(LeaseLost):
                 async with runtime.log.transaction() as tx:
-                    await queue.finish(tx, lease, TaskStatus.FAILED, error=failure.to_dict(), run_seconds=elapsed)
+                    await queue.finish(
+                        tx, lease, TaskStatus.FAILED, error=failure.to_dict(), run_seconds=elapsed
+                    )
         elif isinstance(failure, ModelError):
             log.warning("task %s: model call failed: %s", lease.task_id, failure.message)
-            await queue.retry_or_fail(lease, failure.to_dict(), retryable=failure.retryable, run_seconds=elapsed)
+            await queue.retry_or_fail(
+                lease, failure.to_dict(), retryable=failure.retryable, run_seconds=elapsed
+            )
         elif isinstance(failure, StorageError):
             # Nothing can be recorded now; the lease expires and the reaper re-queues the task.
             log.warning("task %s: storage failed: %s", lease.task_id, failure.message)
