@@ -196,13 +196,20 @@ class WardenConfig(BaseSettings):
 
 def default_model() -> ModelConfig:
     """The model behind ``default`` when warden.yaml names none: a real endpoint when the
-    usual OpenAI variables are set, the scripted demo model otherwise."""
+    usual OpenAI (or else Anthropic) variables are set, the scripted demo model otherwise."""
     if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
         return ModelConfig(
             provider="openai",
             model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
             base_url=os.environ.get("OPENAI_BASE_URL") or None,
             api_key_env="OPENAI_API_KEY",
+        )
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return ModelConfig(
+            provider="anthropic",
+            model=os.environ.get("ANTHROPIC_MODEL", "claude-sonnet-4-5"),
+            base_url=os.environ.get("ANTHROPIC_BASE_URL") or None,
+            api_key_env="ANTHROPIC_API_KEY",
         )
     return ModelConfig(provider="scripted", script="demo")
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from warden import __version__
 from warden.api import _errors, agents, health, sessions, tasks
+from warden.api._limits import BodySizeLimit
 from warden.config import WardenConfig
 from warden.runtime import Runtime
 from warden.service.keys import NewKey
@@ -58,6 +59,8 @@ def create_app(
         lifespan=lifespan,
     )
     _errors.install(app)
+    # The largest legitimate body is a task input plus its metadata and JSON escaping.
+    app.add_middleware(BodySizeLimit, max_bytes=config.server.max_input_chars * 6 + 64 * 1024)
     for module in (tasks, sessions, agents, health):
         app.include_router(module.router)
     return app

@@ -92,6 +92,10 @@ async def cancel_task(task_id: str, request: Request, caller: Caller) -> TaskVie
     return TaskView.of(await _runtime(request).tasks.cancel(caller, task_id))
 
 
+MAX_SEQ = 2**53
+"""Larger resume points than any real seq are clamped, so no database sees an overflow."""
+
+
 def _resume_point(after: int | None, last_event_id: str | None) -> int:
     point = after or 0
     if last_event_id:
@@ -101,7 +105,7 @@ def _resume_point(after: int | None, last_event_id: str | None) -> int:
             raise InvalidInput(
                 "Last-Event-ID must be an event seq (an integer)", code="invalid_last_event_id"
             ) from exc
-    return max(point, 0)
+    return min(max(point, 0), MAX_SEQ)
 
 
 @router.get(
@@ -112,7 +116,9 @@ async def task_events(
     task_id: str,
     request: Request,
     caller: Caller,
-    after: int | None = Query(default=None, ge=0, description="Send events with seq greater than this."),
+    after: int | None = Query(
+        default=None, ge=0, le=MAX_SEQ, description="Send events with seq greater than this."
+    ),
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID", max_length=20),
 ) -> EventSourceResponse:
     """Every event after ``after`` (or ``Last-Event-ID``), live, until the task ends.
@@ -137,7 +143,7 @@ async def task_stream(websocket: WebSocket, task_id: str, after: int = 0) -> Non
     """The same events as JSON text frames; closes with code 1000 after the terminal event."""
     try:
         caller = await ws_principal(websocket)
-        events = await websocket.app.state.runtime.tasks.events(caller, task_id, max(after, 0))
+        events = await websocket.app.state.runtime.tasks.events(caller, task_id, min(max(after, 0), MAX_SEQ))
     except WardenError as exc:
         await websocket.accept()
         await websocket.send_json({"error": exc.to_dict()})

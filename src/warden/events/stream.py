@@ -62,6 +62,8 @@ async def follow(
                     return
                 continue
             if live.seq <= last:
+                if live.is_terminal:  # the task ended before the resume point
+                    return
                 continue
             if live.seq > last + 1:
                 async for missed in backfill(upto=live.seq):
