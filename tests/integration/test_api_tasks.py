@@ -190,21 +190,24 @@ async def test_malformed_requests_change_nothing(make_config: MakeConfig) -> Non
         session_id = (await submit(client))["session_id"]
         tasks_before = await all_task_ids(client)
         sessions_before = (await client.get("/v1/sessions", params={"limit": 500})).json()
-        bad_requests = [
-            client.post("/v1/tasks", content=b"{", headers={"Content-Type": "application/json"}),
-            client.post("/v1/tasks", json={"agent": "tester"}),
-            client.post("/v1/tasks", json={"agent": "tester", "input": ""}),
-            client.post("/v1/tasks", json={"agent": "tester", "input": "hi", "bogus": True}),
-            client.post("/v1/tasks", json={"agent": "tester", "input": ["hi"]}),
-            client.post("/v1/tasks", json={"agent": "nobody", "input": "hi"}),
-            client.post("/v1/tasks", json={"input": "hi"}),
-            client.post(
-                "/v1/tasks", json={"agent": "tester", "input": "hi", "session_id": "ses_" + "0" * 26}
-            ),
+        json_header = {"Content-Type": "application/json"}
+        bad_requests: list[dict[str, Any]] = [
+            {"content": b"{", "headers": json_header},
+            {"json": {"agent": "tester"}},
+            {"json": {"agent": "tester", "input": ""}},
+            {"json": {"agent": "tester", "input": "hi", "bogus": True}},
+            {"json": {"agent": "tester", "input": ["hi"]}},
+            {"json": {"agent": "tester", "input": "hi", "metadata": {"k": [1]}}},
+            {"json": {"agent": "nobody", "input": "hi"}},
+            {"json": {"input": "hi"}},
+            {"json": {"agent": "tester", "input": "hi", "session_id": "not-an-id"}},
+            {"json": {"agent": "tester", "input": "hi", "session_id": "ses_" + "0" * 26}},
+            {"json": {"agent": "demo", "input": "hi", "session_id": session_id}},
         ]
         for request in bad_requests:
-            response = await request
-            assert 400 <= response.status_code < 500, response.text
+            response = await client.post("/v1/tasks", **request)
+            assert 400 <= response.status_code < 500, (request, response.text)
+            assert {"code", "message"} <= set(response.json())
         assert await all_task_ids(client) == tasks_before
         assert (await client.get("/v1/sessions", params={"limit": 500})).json() == sessions_before
 

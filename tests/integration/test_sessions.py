@@ -27,11 +27,11 @@ def unique(prefix: str) -> str:
 
 
 async def events_until(
-    client: httpx.AsyncClient, task_id: str, stop_at: set[str] = TERMINAL
+    client: httpx.AsyncClient, task_id: str, stop_at: set[str] = TERMINAL, *, within: float = DEADLINE
 ) -> list[dict[str, Any]]:
     """The task's events over SSE up to and including the first whose type is in ``stop_at``."""
     events: list[dict[str, Any]] = []
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(within):
         async with aconnect_sse(client, "GET", f"/v1/tasks/{task_id}/events") as source:
             assert source.response.status_code == 200
             async for sse in source.aiter_sse():
@@ -272,3 +272,33 @@ async def test_interrupt_session_cancels_a_queued_task_and_runs_the_new_one(
 
     assert second_task["status"] == "completed"
     assert second_task["output"] == "answered: second"
+
+
+async def test_concurrent_submits_to_a_reject_session_accept_exactly_one(
+    make_config: MakeConfig, database_url: str
+) -> None:
+    async with WardenHarness(make_config(database_url=database_url), workers=0) as h, h.client() as client:
+        session_id = await new_session(client, "reject")
+        responses = await asyncio.gather(
+            *(client.post("/v1/tasks", json={"session_id": session_id, "input": f"n{i}"}) for i in range(5))
+        )
+        assert sorted(r.status_code for r in responses) == [202, 409, 409, 409, 409]
+        assert {r.json()["code"] for r in responses if r.status_code == 409} == {"session_busy"}
+        listed = (await client.get("/v1/tasks", params={"session": session_id})).json()["items"]
+        assert [t["id"] for t in listed] == [r.json()["id"] for r in responses if r.status_code == 202]
+
+
+async def test_concurrent_submits_to_an_enqueue_session_hold_all_but_one(
+    make_config: MakeConfig, database_url: str
+) -> None:
+    async with WardenHarness(make_config(database_url=database_url), workers=0) as h, h.client() as client:
+        session_id = await new_session(client, "enqueue")
+        responses = await asyncio.gather(
+            *(client.post("/v1/tasks", json={"session_id": session_id, "input": f"n{i}"}) for i in range(5))
+        )
+        assert [r.status_code for r in responses] == [202] * 5
+        held = []
+        for response in responses:
+            (queued,) = await events_until(client, response.json()["id"], {"task.queued"})
+            held.append(queued["data"]["held"])
+        assert sorted(held) == [False, True, True, True, True]
