@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
+
 from tests.conftest import MakeConfig, script, step
 from warden.testing import WardenHarness
 
@@ -55,3 +57,28 @@ async def test_metadata_that_is_too_large_is_refused(make_config: MakeConfig) ->
         nested = {"k": {"deep": [1, 2, 3]}}
         response = await client.post("/v1/tasks", json={"agent": "tester", "input": "x", "metadata": nested})
         assert response.status_code == 422
+
+
+async def test_a_revoked_key_is_refused_at_once(make_config: MakeConfig) -> None:
+    config = make_config(script=script(f"rev-{uuid.uuid4().hex[:8]}", step("ok")))
+    async with WardenHarness(config, workers=0) as h:
+        assert h.runtime is not None
+        key = await h.key_for("acme")
+        async with h.client(key) as client:
+            assert (await client.get("/v1/tasks")).status_code == 200
+            await h.runtime.keys.revoke(key.split("_")[1])
+            response = await client.get("/v1/tasks")
+            assert response.status_code == 401
+            assert response.json()["code"] == "invalid_api_key"
+
+
+async def test_a_key_in_the_query_string_works_only_for_streams(make_config: MakeConfig) -> None:
+    config = make_config(script=script(f"qs-{uuid.uuid4().hex[:8]}", step("ok")))
+    async with WardenHarness(config) as h, h.client() as client:
+        task = (await client.post("/v1/tasks", json={"agent": "tester", "input": "x"})).json()
+        async with httpx.AsyncClient(base_url=h.url, timeout=10) as anonymous:
+            refused = await anonymous.get(f"/v1/tasks/{task['id']}", params={"api_key": h.admin_key})
+            assert refused.status_code == 401
+            stream = await anonymous.get(f"/v1/tasks/{task['id']}/events", params={"api_key": h.admin_key})
+            assert stream.status_code == 200
+            assert "task.completed" in stream.text

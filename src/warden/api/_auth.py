@@ -21,6 +21,13 @@ def _token(headers: Headers, query_key: str | None) -> str | None:
 
 
 async def principal(request: Request) -> Principal:
+    """Header credentials only: a key in a URL ends up in proxy and browser logs."""
+    keys: KeyService = request.app.state.runtime.keys
+    return await keys.authenticate(_token(request.headers, None))
+
+
+async def stream_principal(request: Request) -> Principal:
+    """Stream endpoints also take ``?api_key=``, because browsers' EventSource sends no headers."""
     keys: KeyService = request.app.state.runtime.keys
     return await keys.authenticate(_token(request.headers, request.query_params.get("api_key")))
 

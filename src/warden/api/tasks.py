@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, WebSocket, WebSocketDisconnect
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from warden.api._auth import principal, ws_principal
+from warden.api._auth import principal, stream_principal, ws_principal
 from warden.api.schemas import ErrorBody, SubmitTask, TaskAccepted, TaskPage, TaskView
 from warden.errors import InvalidInput, WardenError
 from warden.service.keys import Principal
@@ -19,6 +19,7 @@ from warden.store.tasks import TaskStatus
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 Caller = Annotated[Principal, Depends(principal)]
+StreamCaller = Annotated[Principal, Depends(stream_principal)]
 _errors: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422)
 }
@@ -115,7 +116,7 @@ def _resume_point(after: int | None, last_event_id: str | None) -> int:
 async def task_events(
     task_id: str,
     request: Request,
-    caller: Caller,
+    caller: StreamCaller,
     after: int | None = Query(
         default=None, ge=0, le=MAX_SEQ, description="Send events with seq greater than this."
     ),

@@ -34,7 +34,8 @@ class SqlTaskQueue:
             cancel_requested=False,
             last_seq=0,
             run_seconds=0.0,
-            available_at=None if held else row["created_at"],
+            # The database's clock, like every lease time, so a skewed API host cannot delay it.
+            available_at=None if held else self.db.now(),
         )
         await tx.conn.execute(insert(tasks).values(row))
         await tx.emit(

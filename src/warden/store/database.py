@@ -6,6 +6,7 @@ connection opened with BEGIN IMMEDIATE turns lock contention into an orderly que
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.elements import ColumnElement
 
 from warden.errors import ConfigError, StorageError
+
+log = logging.getLogger("warden.store")
 
 
 class Database:
@@ -76,7 +79,8 @@ class Database:
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_unavailable(exc):
                 raise
-            raise StorageError(f"database unavailable: {_short(exc)}") from exc
+            log.warning("database error: %s", _short(exc))
+            raise StorageError("the database is unavailable; see the server log") from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -86,7 +90,8 @@ class Database:
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_unavailable(exc):
                 raise
-            raise StorageError(f"database unavailable: {_short(exc)}") from exc
+            log.warning("database error: %s", _short(exc))
+            raise StorageError("the database is unavailable; see the server log") from exc
 
     async def ping(self) -> None:
         async with self.read() as conn:
