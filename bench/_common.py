@@ -10,11 +10,12 @@ import json
 import math
 import os
 import platform
+import socket
 import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -111,12 +112,40 @@ async def postgres_version() -> str | None:
         return None
 
 
+def cpu_calibration() -> float:
+    """Seconds for a fixed pure-Python loop (best of 3): this shared VM's speed drifts by up to
+    ~1.5x over an hour, so each result records how fast the CPU was when it ran."""
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best, 4)
+
+
+async def thread_hop_us() -> float:
+    """p50 of an ``asyncio.to_thread`` round trip in µs: aiosqlite hands every statement to a
+    thread, so this VM's (varying) cross-thread wake-up latency shows in every SQLite figure."""
+    loop = asyncio.get_running_loop()
+    samples = []
+    for _ in range(500):
+        t0 = time.perf_counter()
+        await loop.run_in_executor(None, int)
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return round(quantile(sorted(samples), 0.5), 1)
+
+
 async def machine_info() -> dict[str, Any]:
     return {
+        "cpu_calibration_s": cpu_calibration(),
+        "thread_hop_p50_us": await thread_hop_us(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "ram_gib": _ram_gib(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
@@ -210,11 +239,22 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def run(main: Callable[[argparse.Namespace], Awaitable[bool]], args: argparse.Namespace) -> None:
-    """Run a benchmark's ``main``; the exit status is 0 whether or not targets are met (the JSON
-    says), 1 only when the benchmark itself broke."""
+def run(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, bool]],
+    args: argparse.Namespace,
+    *,
+    uvloop: bool = False,
+) -> None:
+    """Run a benchmark's ``main`` (on uvloop when asked and installed); the exit status is 0
+    whether or not targets are met (the JSON says), 1 only when the benchmark itself broke."""
+    runner: Callable[[Coroutine[Any, Any, bool]], bool] = asyncio.run
+    if uvloop:
+        with contextlib.suppress(ImportError):
+            import uvloop as _uvloop
+
+            runner = _uvloop.run
     try:
-        asyncio.run(main(args))
+        runner(main(args))
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -250,6 +290,13 @@ async def pg_database(tag: str) -> AsyncIterator[str]:
 
 def asyncpg_url(libpq_url: str) -> str:
     return libpq_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def sqlite_url(path: Path) -> str:
@@ -303,13 +350,6 @@ def bench_config(
     )
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05) -> None:
-    """Poll ``check`` until it is true; TimeoutError after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(interval)
-
-
 @contextlib.contextmanager
 def profiled(path: str | None) -> Any:
     """cProfile the block when ``path`` is set; prints the top functions by cumulative time."""
@@ -329,3 +369,38 @@ def profiled(path: str | None) -> Any:
         stats = pstats.Stats(prof)
         stats.sort_stats("cumulative").print_stats(45)
         stats.sort_stats("tottime").print_stats(30)
+
+
+async def submit(runtime: Any, principal: Any, text: str, **fields: Any) -> str:
+    """Submit a task to agent ``bench`` through the service layer; returns its id."""
+    from warden.service.tasks import Submission
+
+    result = await runtime.tasks.submit(principal, Submission(agent=AGENT, input=text, **fields))
+    # TaskService.submit returns (record, created); tolerate a bare record or id too.
+    if isinstance(result, tuple):
+        result = result[0]
+    return result if isinstance(result, str) else str(result.id)
+
+
+async def task_status(runtime: Any, task_id: str) -> str:
+    from sqlalchemy import select
+
+    from warden.store.schema import tasks
+
+    async with runtime.db.read() as conn:
+        return str((await conn.execute(select(tasks.c.status).where(tasks.c.id == task_id))).scalar_one())
+
+
+async def wait_task(runtime: Any, task_id: str, timeout: float) -> str:
+    """Wait for a task to end, woken by its terminal event on the in-process bus (the database
+    is read only once a second), so waiting does not load the process being measured."""
+    from warden.store.tasks import TaskStatus
+
+    async with asyncio.timeout(timeout), runtime.bus.subscribe(task_id) as sub:
+        while True:
+            status = await task_status(runtime, task_id)
+            if TaskStatus(status).is_terminal:
+                return status
+            event = await sub.get(timeout=1.0)
+            while event is not None and not event.is_terminal:
+                event = await sub.get(timeout=1.0)

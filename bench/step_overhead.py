@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +28,8 @@ from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from langgraph.graph.message import add_messages
-from sqlalchemy import func, select
 
 from bench._common import (
-    AGENT,
     Target,
     asyncpg_url,
     bench_config,
@@ -42,17 +41,15 @@ from bench._common import (
     ratio,
     run,
     sqlite_url,
+    submit,
     summary,
     tool_steps,
-    wait_until,
+    wait_task,
     write_result,
     write_script,
 )
 from warden.events.types import EventType
 from warden.runtime import Runtime
-from warden.service.tasks import Submission
-from warden.store.schema import tasks as tasks_table
-from warden.store.tasks import TERMINAL_STATUSES
 from warden.worker.worker import Worker
 
 NAME = "step_overhead"
@@ -62,38 +59,30 @@ TARGET_MS = {"sqlite": 2.0, "postgres": 5.0}
 # -- Warden ---------------------------------------------------------------------------------
 
 
-async def warden_steps(database_url: str, home: Path, k: int, n_tasks: int, profile: str | None) -> dict[str, Any]:
+async def warden_steps(
+    database_url: str, home: Path, k: int, n_tasks: int, profile: str | None
+) -> dict[str, Any]:
     script = write_script(home / "steps.yaml", tool_steps(k))
     config = bench_config(
-        home, database_url, script, tools=["noop"], max_steps=k + 5, worker={"concurrency": 1, "poll_interval": 0.05}
+        home, database_url, script, tools=["noop"], max_steps=k + 5, worker={"concurrency": 1}
     )
     runtime = await Runtime.open(config)
     try:
         key = await runtime.keys.create("default", name="bench", scopes=["admin"])
         principal = await runtime.keys.authenticate(key.secret)
-        # One warm-up task first (imports, statement caches, pools); it is not measured.
-        ids = []
-        for i in range(n_tasks + 1):
-            record, _ = await runtime.tasks.submit(principal, Submission(agent=AGENT, input=f"bench task {i}"))
-            ids.append(record.id)
-
-        async def all_done() -> bool:
-            async with runtime.db.read() as conn:
-                done = (
-                    await conn.execute(
-                        select(func.count())
-                        .select_from(tasks_table)
-                        .where(tasks_table.c.status.in_([s.value for s in TERMINAL_STATUSES]))
-                    )
-                ).scalar_one()
-            return bool(done >= len(ids))
-
+        # Tasks run one after another: each is submitted once the previous one has ended, so
+        # steps never compete (and the worker's concurrency limit is not relied upon). The
+        # first task warms up (imports, statement caches, pools) and is not measured.
         worker = Worker(runtime, concurrency=1)
+        ids: list[str] = []
         started = time.perf_counter()
         with profiled(profile):
             running = asyncio.create_task(worker.run())
             try:
-                await wait_until(all_done, timeout=90, interval=0.05)
+                for i in range(n_tasks + 1):
+                    task_id = await submit(runtime, principal, f"bench task {i}")
+                    ids.append(task_id)
+                    await wait_task(runtime, task_id, timeout=60)
             finally:
                 worker.request_stop()
                 async with asyncio.timeout(30):
@@ -106,7 +95,12 @@ async def warden_steps(database_url: str, home: Path, k: int, n_tasks: int, prof
         first_step: list[float] = []
         last_turn: list[float] = []
         per_task_wall: list[float] = []
-        phases: dict[str, list[float]] = {"model_turn": [], "tool_start": [], "tool_call": [], "checkpoint": []}
+        phases: dict[str, list[float]] = {
+            "model_turn": [],
+            "tool_start": [],
+            "tool_call": [],
+            "checkpoint": [],
+        }
         statuses: dict[str, int] = {}
         for task_id in ids[1:]:
             events = await runtime.log.read(task_id, 0, limit=100_000)
@@ -118,7 +112,7 @@ async def warden_steps(database_url: str, home: Path, k: int, n_tasks: int, prof
             cps = by_type.get(EventType.TASK_CHECKPOINT, [])
             if len(cps) != k or EventType.TASK_COMPLETED not in by_type:
                 continue
-            diffs = [(b - a) * 1000 for a, b in zip(cps, cps[1:], strict=False)]
+            diffs = [(b - a) * 1000 for a, b in itertools.pairwise(cps)]
             steps += diffs
             early += diffs[:10]
             late += diffs[-10:]
@@ -205,9 +199,14 @@ async def langgraph_steps(saver: Any, k: int, runs: int, durability: str) -> dic
         if len(stamps) != k:
             raise RuntimeError(f"LangGraph run made {len(stamps)} tool steps, expected {k}")
         if r:
-            steps += [(b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
+            steps += [(b - a) * 1000 for a, b in itertools.pairwise(stamps)]
             per_run_wall.append((t1 - t0) * 1000 / (k + 1))
-    return {"runs": runs, "steps_per_run": k, "per_step_ms": summary(steps), "per_step_wall_ms": summary(per_run_wall)}
+    return {
+        "runs": runs,
+        "steps_per_run": k,
+        "per_step_ms": summary(steps),
+        "per_step_wall_ms": summary(per_run_wall),
+    }
 
 
 async def langgraph_sqlite(path: Path, k: int, runs: int) -> dict[str, Any]:
