@@ -173,3 +173,10 @@ async def test_enqueued_task_of_a_busy_session_waits_for_the_first(runtime: Runt
         await runtime.queue.finish(tx, leases[0], TaskStatus.COMPLETED, output="done")
     (next_lease,) = await runtime.queue.lease("w1", 5)
     assert next_lease.task_id == second.id
+
+
+async def test_lease_never_takes_more_than_asked(runtime: Runtime) -> None:
+    await _submit(runtime, 10)
+    assert len(await runtime.queue.lease("w1", 1)) == 1
+    assert len(await runtime.queue.lease("w1", 3)) == 3
+    assert len(await runtime.queue.lease("w1", 100)) == 6

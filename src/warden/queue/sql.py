@@ -50,6 +50,8 @@ class SqlTaskQueue:
         if limit <= 0:
             return []
         now = self.db.now()
+        # Two statements on purpose: PostgreSQL may re-run an `IN (SELECT … LIMIT n FOR UPDATE
+        # SKIP LOCKED)` subquery per row and lease more than `limit` tasks.
         candidates = (
             select(tasks.c.id)
             .where(
@@ -60,12 +62,14 @@ class SqlTaskQueue:
             .order_by(tasks.c.available_at, tasks.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
         )
         async with self.log.transaction() as tx:
+            ids = [r.id for r in await tx.conn.execute(candidates)]
+            if not ids:
+                return []
             result = await tx.conn.execute(
                 update(tasks)
-                .where(tasks.c.id.in_(candidates), tasks.c.status == TaskStatus.QUEUED.value)
+                .where(tasks.c.id.in_(ids), tasks.c.status == TaskStatus.QUEUED.value)
                 .values(
                     status=TaskStatus.RUNNING.value,
                     lease_owner=owner,
