@@ -156,7 +156,7 @@ def make_config(tmp_path: Path, fake_llm: FakeLLMServer) -> MakeConfig:
                 **(worker or {}),
             },
             tools=extra_tools or [],
-            **overrides,
+            **{"sandbox": {"enabled": False}, **overrides},
         )
 
     return build

@@ -152,6 +152,53 @@ class EventsConfig(_Section):
     """Live events a slow subscriber may fall behind before it re-reads from the log."""
 
 
+class SandboxLimitsConfig(_Section):
+    cpus: float = Field(default=1.0, gt=0, le=64)
+    memory_mb: int = Field(default=1024, ge=64, le=256 * 1024)
+    pids: int = Field(default=128, ge=8, le=65536)
+    disk_mb: int = Field(default=1024, ge=1, le=1024 * 1024)
+    output_bytes: int = Field(default=1_000_000, ge=1024, le=256 * 1024 * 1024)
+    timeout: float = Field(default=60.0, gt=0, le=24 * 3600)
+
+
+class SandboxNetworkConfig(_Section):
+    egress: bool = False
+    """Off by default: only the sandbox's own loopback."""
+    allow: list[str] = Field(default_factory=list)
+    """CIDRs and domains reachable through the egress proxy when ``egress`` is on."""
+
+
+class SandboxTemplate(_Section):
+    """A kind of sandbox: limits, network, environment, warm pool and idle policy."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    backend: Literal["gvisor", "bwrap"] | None = None
+    """Defaults to ``sandbox.backend``."""
+    limits: SandboxLimitsConfig = Field(default_factory=SandboxLimitsConfig)
+    network: SandboxNetworkConfig = Field(default_factory=SandboxNetworkConfig)
+    env: dict[str, str] = Field(default_factory=dict)
+    pool_size: int = Field(default=0, ge=0, le=1000)
+    """Sandboxes kept started and unclaimed, so a claim takes milliseconds."""
+    hibernate_after: float | None = Field(default=600.0, gt=0)
+    """Idle seconds before a sandbox is checkpointed to disk and its memory freed."""
+    ttl: float | None = Field(default=24 * 3600.0, gt=0)
+    """Seconds after its last use that a sandbox is destroyed."""
+
+
+class SandboxConfig(_Section):
+    enabled: bool = True
+    backend: Literal["gvisor", "bwrap", "auto"] = "auto"
+    """``auto``: gVisor when runsc works here, else bubblewrap (weaker isolation)."""
+    runsc: str = "runsc"
+    platform: str | None = None
+    """runsc ``--platform``; the default (ptrace) works everywhere; kvm needs /dev/kvm."""
+    default_template: str = "python"
+    templates: list[SandboxTemplate] = Field(default_factory=lambda: [SandboxTemplate(name="python")])
+
+    def template(self, name: str) -> SandboxTemplate | None:
+        return next((t for t in self.templates if t.name == name), None)
+
+
 class WardenConfig(BaseSettings):
     """Everything Warden reads at start."""
 
@@ -171,6 +218,7 @@ class WardenConfig(BaseSettings):
     agents_dirs: list[Path] = Field(default_factory=lambda: [Path("agents")])
     """Folders of agent spec files (``*.yaml``), read in addition to ``agents``."""
     tools: list[ToolConfig] = Field(default_factory=list)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -58,6 +58,7 @@ class Cluster:
                         }
                     ],
                     "agents_dirs": [],
+                    "sandbox": {"enabled": False},
                     "tools": [
                         {"name": "charge_card", "python": "tests.support_tools:charge_card"},
                         {"name": "lookup", "python": "tests.support_tools:lookup"},

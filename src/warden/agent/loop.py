@@ -17,7 +17,8 @@ import jsonschema
 from warden.agent.journal import EntryStatus, Journal
 from warden.agent.state import LoopState, latest_checkpoint, save_checkpoint
 from warden.config import AgentSpec, EventsConfig
-from warden.events.log import EventLog
+from warden.errors import ModelError
+from warden.events.log import EventLog, Tx
 from warden.events.types import EventType
 from warden.governance.gate import CallContext, Gate, Verdict
 from warden.models.base import (
@@ -57,8 +58,9 @@ class TaskInput:
 
 
 class _Coalescer:
-    """Buffers streamed text and writes it as one event per interval, so storage holds a few
-    events per second of streaming rather than one per token."""
+    """Buffers streamed text and writes it as one event per interval (or per ``max_chars``), so
+    storage holds a few events per second of streaming rather than one per token. A timer
+    flushes too, so text is not held back while the model pauses."""
 
     def __init__(self, flush: Callable[[str], Awaitable[None]], interval: float, max_chars: int) -> None:
         self._flush = flush
@@ -66,22 +68,91 @@ class _Coalescer:
         self._max_chars = max_chars
         self._parts: list[str] = []
         self._size = 0
-        self._since = time.monotonic()
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
 
     async def add(self, text: str) -> None:
-        if not self._parts:
-            self._since = time.monotonic()
         self._parts.append(text)
         self._size += len(text)
-        if self._size >= self._max_chars or time.monotonic() - self._since >= self._interval:
+        if self._size >= self._max_chars or self._interval <= 0:
             await self.drain()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._interval)
+        self._timer = None
+        await self.drain()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and asyncio.current_task() is not self._timer:
+            self._timer.cancel()
+        self._timer = None
 
     async def drain(self) -> None:
-        if self._parts:
-            text = "".join(self._parts)
-            self._parts.clear()
-            self._size = 0
-            await self._flush(text)
+        """Write what is buffered now."""
+        async with self._lock:
+            if self._timer is not None and asyncio.current_task() is not self._timer:
+                self._cancel_timer()
+            if self._parts:
+                text = "".join(self._parts)
+                self._parts.clear()
+                self._size = 0
+                await self._flush(text)
+
+    def take(self) -> str:
+        """Hand over what is buffered instead of writing it (the caller writes it itself)."""
+        self._cancel_timer()
+        text = "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        return text
+
+    async def close(self) -> None:
+        """Stop the timer and wait for a flush in progress, so later events keep their order."""
+        self._cancel_timer()
+        async with self._lock:
+            pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    key: str
+    response: ModelResponse
+    tail: str
+    """Streamed text not yet written as a `model.delta` event."""
+    journalled: bool = False
+    """Replayed from the journal: already recorded, nothing to write."""
+
+
+class _Kind(StrEnum):
+    DONE = "done"
+    """Finished in an earlier attempt: reuse the journalled result."""
+    REFUSE = "refuse"
+    """Not run: malformed, unknown, not allowed, or of unknown outcome."""
+    RUN = "run"
+    RERUN = "rerun"
+    """Started before a crash and idempotent: run again."""
+
+
+@dataclass
+class _Plan:
+    """What happens to one tool call of a step."""
+
+    key: str
+    step: int
+    call: ToolCall
+    kind: _Kind = _Kind.RUN
+    tool: Tool | None = None
+    arguments: dict[str, Any] | None = None
+    result: ToolResult | None = None
+    deferred: tuple[ToolResult, bool, float] | None = None
+    """(result, ran, seconds) of a finished call not yet written."""
+
+    def refuse(self, result: ToolResult) -> _Plan:
+        self.kind = _Kind.REFUSE
+        self.deferred = (result, False, 0.0)
+        return self
 
 
 class AgentLoop:
@@ -99,6 +170,7 @@ class AgentLoop:
         queue: SqlTaskQueue,
         events_config: EventsConfig,
         home: str,
+        sandboxes: Any = None,
     ) -> None:
         self.lease = lease
         self.task_id = lease.task_id
@@ -110,6 +182,7 @@ class AgentLoop:
         self.queue = queue
         self.events_config = events_config
         self.home = home
+        self.sandboxes = sandboxes
         self.journal = Journal(log.db, lease.task_id)
         self.phase = Phase.IDLE
         self.state: LoopState | None = None
@@ -128,19 +201,28 @@ class AgentLoop:
             state = LoopState(step=0, messages=messages)
         self.state = state
         while True:
-            response = await self._model_turn(state)
+            turn = await self._model_turn(state)
+            response = turn.response
             state.messages.append(response.message)
             state.add_usage(response.model or self.provider.name, response.usage)
-            if not response.message.tool_calls:
-                await self._complete(state, response.message.content)
+            calls = response.message.tool_calls
+            if not calls:
+                await self._complete(state, turn)
                 return
-            results = await self._tool_turn(state.step, response.message.tool_calls)
+            plans = [self._plan(state.step, i, call) for i, call in enumerate(calls)]
+            await self._record_turn(state.step, turn, plans)
+            results = await self._tool_turn(state.step, plans)
             state.messages.extend(results)
             state.step += 1
+            deferred = [p for p in plans if p.deferred is not None]
+            # Invariant 3: the step's last tool result and the checkpoint commit together.
             async with self.log.transaction() as tx:
-                await self.queue.fence(tx, self.lease)
-                await save_checkpoint(tx, self.task_id, state)
-                await tx.emit(self.task_id, EventType.TASK_CHECKPOINT, {"step": state.step})
+                items = [await self._finish_items(tx, p) for p in deferred]
+                await save_checkpoint(tx, self.task_id, state, update_usage=False)
+                items.append((EventType.TASK_CHECKPOINT, {"step": state.step}))
+                await tx.emit_many(
+                    self.task_id, items, guard=self.queue.guard(self.lease, usage=state.usage_dict())
+                )
 
     def _ctx(self, state: LoopState) -> CallContext:
         return CallContext(
@@ -154,11 +236,14 @@ class AgentLoop:
 
     # -- model -----------------------------------------------------------------------------
 
-    async def _model_turn(self, state: LoopState) -> ModelResponse:
+    async def _model_turn(self, state: LoopState) -> _Turn:
+        """The step's model response: from the journal on resume, else streamed from the model.
+        Text streamed after the last flush is returned as ``tail``, to be written with the
+        response in one transaction."""
         key = f"model:{state.step}"
         entry = self.journal.get(key)
         if entry is not None and entry.status is EntryStatus.FINISHED:
-            return ModelResponse.from_dict(entry.data)
+            return _Turn(key, ModelResponse.from_dict(entry.data), tail="", journalled=True)
         ctx = self._ctx(state)
         request = ModelRequest(
             messages=tuple(state.messages),
@@ -170,8 +255,12 @@ class AgentLoop:
 
         async def flush(text: str) -> None:
             async with self.log.transaction() as tx:
-                await self.queue.fence(tx, self.lease)
-                await tx.emit(self.task_id, EventType.MODEL_DELTA, {"step": step, "text": text})
+                await tx.emit(
+                    self.task_id,
+                    EventType.MODEL_DELTA,
+                    {"step": step, "text": text},
+                    guard=self.queue.guard(self.lease),
+                )
 
         coalescer = _Coalescer(
             flush, self.events_config.delta_flush_interval, self.events_config.delta_flush_chars
@@ -185,93 +274,168 @@ class AgentLoop:
                         await coalescer.add(item.text)
                 elif isinstance(item, Completed):
                     response = item.response
-            await coalescer.drain()
         finally:
             self.phase = Phase.IDLE
+            await coalescer.close()
         if response is None:
-            from warden.errors import ModelError
-
             raise ModelError("the model stream ended without a final response")
-        message = response.message
+        return _Turn(key, response, tail=coalescer.take())
+
+    def _model_items(self, step: int, turn: _Turn) -> list[tuple[EventType, dict[str, Any]]]:
+        if turn.journalled:
+            return []
+        response, message = turn.response, turn.response.message
+        items: list[tuple[EventType, dict[str, Any]]] = []
+        if turn.tail:
+            items.append((EventType.MODEL_DELTA, {"step": step, "text": turn.tail}))
+        items.append(
+            (
+                EventType.MODEL_MESSAGE,
+                {
+                    "step": step,
+                    "content": message.content,
+                    "tool_calls": [c.to_dict() for c in message.tool_calls],
+                    "model": response.model,
+                    "usage": response.usage.to_dict(),
+                    "finish_reason": response.finish_reason,
+                },
+            )
+        )
+        items += [
+            (
+                EventType.TOOL_REQUESTED,
+                {"step": step, "call_id": c.id, "name": c.name, "arguments": c.arguments},
+            )
+            for c in message.tool_calls
+        ]
+        return items
+
+    async def _record_turn(self, step: int, turn: _Turn, plans: list[_Plan]) -> None:
+        """One transaction: the model response and its events, and the start (or the refusal)
+        of every tool call it asked for."""
+        items = self._model_items(step, turn)
         async with self.log.transaction() as tx:
-            await self.queue.fence(tx, self.lease)
-            await self.journal.finish(tx, key, response.to_dict())
-            items: list[tuple[EventType, dict[str, Any]]] = [
-                (
-                    EventType.MODEL_MESSAGE,
-                    {
-                        "step": step,
-                        "content": message.content,
-                        "tool_calls": [c.to_dict() for c in message.tool_calls],
-                        "model": response.model,
-                        "usage": response.usage.to_dict(),
-                        "finish_reason": response.finish_reason,
-                    },
-                )
-            ]
-            items += [
-                (
-                    EventType.TOOL_REQUESTED,
-                    {"step": step, "call_id": c.id, "name": c.name, "arguments": c.arguments},
-                )
-                for c in message.tool_calls
-            ]
-            await tx.emit_many(self.task_id, items)
-        return response
+            if not turn.journalled:
+                await self.journal.finish(tx, turn.key, turn.response.to_dict())
+            for plan in plans:
+                if plan.kind is _Kind.RUN:
+                    items.append(await self._start_items(tx, plan))
+                elif plan.kind is _Kind.REFUSE:
+                    items.append(await self._finish_items(tx, plan))
+            if items:
+                await tx.emit_many(self.task_id, items, guard=self.queue.guard(self.lease))
 
     # -- tools -----------------------------------------------------------------------------
 
-    async def _tool_turn(self, step: int, calls: tuple[ToolCall, ...]) -> list[Message]:
+    def _plan(self, step: int, index: int, call: ToolCall) -> _Plan:
+        key = f"tool:{step}:{index}"
+        plan = _Plan(key=key, step=step, call=call)
+        entry = self.journal.get(key)
+        if entry is not None and entry.status is EntryStatus.FINISHED:
+            plan.kind = _Kind.DONE
+            plan.result = ToolResult(entry.data["content"], entry.data["is_error"])
+            return plan
+        tool, arguments, problem = self._check_call(call)
+        if problem is not None:
+            return plan.refuse(ToolResult(problem, is_error=True))
+        assert tool is not None and arguments is not None
+        plan.tool, plan.arguments = tool, arguments
+        if entry is not None and entry.status is EntryStatus.STARTED:
+            if not tool.idempotent:
+                # Started in an attempt that died before recording the outcome: running it
+                # again could repeat a side effect, so the model is told the outcome is unknown.
+                return plan.refuse(
+                    ToolResult(
+                        f"the call to {tool.name} was interrupted before its result was recorded; its outcome "
+                        "is unknown and it was not run again, because the tool is not idempotent",
+                        is_error=True,
+                        data={"outcome": "unknown"},
+                    )
+                )
+            plan.kind = _Kind.RERUN
+            return plan
+        assert self.state is not None
+        decision = self.gate.decide_tool(self._ctx(self.state), tool, arguments)
+        if decision.verdict is not Verdict.ALLOW:
+            return plan.refuse(
+                ToolResult(f"the call to {tool.name} was not allowed: {decision.reason}", is_error=True)
+            )
+        plan.kind = _Kind.RUN
+        return plan
+
+    async def _start_items(self, tx: Tx, plan: _Plan) -> tuple[EventType, dict[str, Any]]:
+        assert plan.tool is not None
+        await self.journal.start(tx, plan.key, {"name": plan.tool.name, "arguments": plan.arguments})
+        return (
+            EventType.TOOL_STARTED,
+            {"step": plan.step, "call_id": plan.call.id, "name": plan.tool.name, "arguments": plan.arguments},
+        )
+
+    async def _finish_items(self, tx: Tx, plan: _Plan) -> tuple[EventType, dict[str, Any]]:
+        result, ran, duration = plan.deferred or (plan.result or ToolResult("", True), False, 0.0)
+        content = result.content
+        if len(content) > MAX_TOOL_CONTENT:
+            content = content[:MAX_TOOL_CONTENT] + f"\n[truncated: {len(result.content)} characters in all]"
+        data = _jsonable(result.data)
+        await self.journal.finish(
+            tx, plan.key, {"content": content, "is_error": result.is_error, "data": data}
+        )
+        plan.result = ToolResult(content, result.is_error)
+        plan.deferred = None
+        return (
+            EventType.TOOL_FINISHED,
+            {
+                "step": plan.step,
+                "call_id": plan.call.id,
+                "name": plan.call.name,
+                "is_error": result.is_error,
+                "content": content,
+                "data": data,
+                "duration_ms": round(duration * 1000, 3),
+                "ran": ran,
+            },
+        )
+
+    async def _tool_turn(self, step: int, plans: list[_Plan]) -> list[Message]:
+        runnable = [p for p in plans if p.kind in (_Kind.RUN, _Kind.RERUN)]
+        # A lone call's result is written with the checkpoint; with several, each is written as
+        # soon as it finishes, so a slow sibling cannot put a finished result at risk.
+        defer = len(runnable) == 1
         self.phase = Phase.TOOLS
         try:
             async with asyncio.TaskGroup() as group:
-                runs = [group.create_task(self._tool_call(step, i, call)) for i, call in enumerate(calls)]
+                for plan in runnable:
+                    group.create_task(self._execute(plan, defer=defer))
         finally:
             self.phase = Phase.IDLE
-        return [r.result() for r in runs]
+        messages = []
+        for plan in plans:
+            result = plan.result
+            if plan.deferred is not None:
+                content = plan.deferred[0].content
+                if len(content) > MAX_TOOL_CONTENT:
+                    content = content[:MAX_TOOL_CONTENT] + f"\n[truncated: {len(content)} characters in all]"
+                result = ToolResult(content, plan.deferred[0].is_error)
+            assert result is not None
+            messages.append(_tool_message(plan.call, result))
+        return messages
 
-    async def _tool_call(self, step: int, index: int, call: ToolCall) -> Message:
-        key = f"tool:{step}:{index}"
-        entry = self.journal.get(key)
-        if entry is not None and entry.status is EntryStatus.FINISHED:
-            return _tool_message(call, ToolResult(entry.data["content"], entry.data["is_error"]))
-
-        tool, arguments, problem = self._check_call(call)
-        if problem is not None:
-            return await self._record(key, step, call, ToolResult(problem, is_error=True), started=False)
-        assert tool is not None and arguments is not None
-
-        if entry is not None and entry.status is EntryStatus.STARTED and not tool.idempotent:
-            # Started in an attempt that died before recording the outcome: running it again
-            # could repeat a side effect, so the model is told the outcome is unknown.
-            result = ToolResult(
-                f"the call to {tool.name} was interrupted before its result was recorded; its outcome is "
-                "unknown and it was not run again, because the tool is not idempotent",
-                is_error=True,
-                data={"outcome": "unknown"},
-            )
-            return await self._record(key, step, call, result, started=False)
-
-        assert self.state is not None
-        ctx = self._ctx(self.state)
-        decision = self.gate.decide_tool(ctx, tool, arguments)
-        if decision.verdict is not Verdict.ALLOW:
-            result = ToolResult(f"the call to {tool.name} was not allowed: {decision.reason}", is_error=True)
-            return await self._record(key, step, call, result, started=False)
-
-        async with self.log.transaction() as tx:
-            await self.queue.fence(tx, self.lease)
-            await self.journal.start(tx, key, {"name": tool.name, "arguments": arguments})
-            await tx.emit(
-                self.task_id,
-                EventType.TOOL_STARTED,
-                {"step": step, "call_id": call.id, "name": tool.name, "arguments": arguments},
-            )
+    async def _execute(self, plan: _Plan, *, defer: bool) -> None:
+        tool, arguments, call = plan.tool, plan.arguments, plan.call
+        assert tool is not None and arguments is not None and self.state is not None
+        if plan.kind is _Kind.RERUN:
+            async with self.log.transaction() as tx:
+                item = await self._start_items(tx, plan)
+                await tx.emit_many(self.task_id, [item], guard=self.queue.guard(self.lease))
 
         async def emit_output(text: str) -> None:
             async with self.log.transaction() as tx:
-                await self.queue.fence(tx, self.lease)
-                await tx.emit(self.task_id, EventType.TOOL_OUTPUT, {"call_id": call.id, "text": text})
+                await tx.emit(
+                    self.task_id,
+                    EventType.TOOL_OUTPUT,
+                    {"call_id": call.id, "text": text},
+                    guard=self.queue.guard(self.lease),
+                )
 
         coalescer = _Coalescer(
             emit_output, self.events_config.delta_flush_interval, self.events_config.delta_flush_chars
@@ -283,14 +447,21 @@ class AgentLoop:
             call_id=call.id,
             emit_output=coalescer.add,
             home=self.home,
+            sandboxes=self.sandboxes,
         )
         started = time.monotonic()
         try:
-            result = await self.gate.call_tool(ctx, tool, arguments, tool_ctx)
+            result = await self.gate.call_tool(self._ctx(self.state), tool, arguments, tool_ctx)
         except Exception as exc:  # a tool's bug is an observation, not the end of the task
             result = ToolResult(f"{tool.name} failed: {type(exc).__name__}: {exc}", is_error=True)
+        finally:
+            await coalescer.close()
         await coalescer.drain()
-        return await self._record(key, step, call, result, started=True, duration=time.monotonic() - started)
+        plan.deferred = (result, True, time.monotonic() - started)
+        if not defer:
+            async with self.log.transaction() as tx:
+                item = await self._finish_items(tx, plan)
+                await tx.emit_many(self.task_id, [item], guard=self.queue.guard(self.lease))
 
     def _check_call(self, call: ToolCall) -> tuple[Tool | None, dict[str, Any] | None, str | None]:
         tool = self.tools.get(call.name)
@@ -312,42 +483,27 @@ class AgentLoop:
             return tool, None, f"the arguments of {call.name} do not match its schema: {problem}"
         return tool, arguments, None
 
-    async def _record(
-        self, key: str, step: int, call: ToolCall, result: ToolResult, *, started: bool, duration: float = 0.0
-    ) -> Message:
-        content = result.content
-        if len(content) > MAX_TOOL_CONTENT:
-            content = content[:MAX_TOOL_CONTENT] + f"\n[truncated: {len(result.content)} characters in all]"
-        data = _jsonable(result.data)
-        async with self.log.transaction() as tx:
-            await self.queue.fence(tx, self.lease)
-            await self.journal.finish(
-                tx, key, {"content": content, "is_error": result.is_error, "data": data}
-            )
-            await tx.emit(
-                self.task_id,
-                EventType.TOOL_FINISHED,
-                {
-                    "step": step,
-                    "call_id": call.id,
-                    "name": call.name,
-                    "is_error": result.is_error,
-                    "content": content,
-                    "data": data,
-                    "duration_ms": round(duration * 1000, 3),
-                    "ran": started,
-                },
-            )
-        return _tool_message(call, ToolResult(content, result.is_error))
-
     # -- the end ---------------------------------------------------------------------------
 
-    async def _complete(self, state: LoopState, output: str) -> None:
+    async def _complete(self, state: LoopState, turn: _Turn) -> None:
+        """The model answered without calling a tool: record the answer and end the task in
+        one transaction."""
         history = [m.to_dict() for m in state.messages if m.role != "system"]
         async with self.log.transaction() as tx:
-            await self.queue.fence(tx, self.lease)
-            await save_checkpoint(tx, self.task_id, LoopState(state.step + 1, state.messages, state.usage))
-            await self.queue.finish(tx, self.lease, TaskStatus.COMPLETED, output=output, history=history)
+            if not turn.journalled:
+                await self.journal.finish(tx, turn.key, turn.response.to_dict())
+            items = self._model_items(state.step, turn)
+            if items:
+                await tx.emit_many(self.task_id, items, guard=self.queue.guard(self.lease))
+            await self.queue.finish(
+                tx,
+                self.lease,
+                TaskStatus.COMPLETED,
+                output=turn.response.message.content,
+                history=history,
+                usage=state.usage_dict(),
+                fenced=bool(items),
+            )
 
 
 def _tool_message(call: ToolCall, result: ToolResult) -> Message:

@@ -63,10 +63,12 @@ async def latest_checkpoint(db: Database, task_id: str) -> LoopState | None:
     return LoopState.from_dict(row.state) if row is not None else None
 
 
-async def save_checkpoint(tx: Tx, task_id: str, state: LoopState) -> None:
+async def save_checkpoint(tx: Tx, task_id: str, state: LoopState, *, update_usage: bool = True) -> None:
+    """``update_usage=False`` when the caller sets the task's usage in a statement it makes anyway."""
     await tx.conn.execute(
         insert(checkpoints).values(
             task_id=task_id, step=state.step, state=state.to_dict(), created_at=tx.db.now()
         )
     )
-    await tx.conn.execute(update(tasks).where(tasks.c.id == task_id).values(usage=state.usage_dict()))
+    if update_usage:
+        await tx.conn.execute(update(tasks).where(tasks.c.id == task_id).values(usage=state.usage_dict()))

@@ -1,7 +1,7 @@
 """Typed task events: the append-only log, live fan-out and resumable streams."""
 
 from warden.events.bus import EventBus, LocalEventBus, Subscription
-from warden.events.log import EventLog, Tx, read_events
+from warden.events.log import EventLog, Guard, Tx, read_events
 from warden.events.stream import follow
 from warden.events.types import TERMINAL_EVENTS, Event, EventType
 
@@ -11,6 +11,7 @@ __all__ = [
     "EventBus",
     "EventLog",
     "EventType",
+    "Guard",
     "LocalEventBus",
     "Subscription",
     "Tx",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -17,6 +18,17 @@ from warden.events.types import Event, EventType
 from warden.store.database import Database
 from warden.store.schema import events as events_table
 from warden.store.schema import tasks as tasks_table
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Extra conditions and values for the task-row update every emit makes, so proving a
+    lease and extending it costs no statement of its own."""
+
+    where: tuple[Any, ...]
+    values: dict[str, Any]
+    error: Callable[[], Exception]
+    """Raised when the conditions do not hold (the row was not updated)."""
 
 
 class Tx:
@@ -32,21 +44,27 @@ class Tx:
         """Run ``callback`` once the transaction has committed (wake workers, signal cancels)."""
         self._after_commit.append(callback)
 
-    async def emit(self, task_id: str, type: EventType, data: dict[str, Any] | None = None) -> Event:
-        (event,) = await self.emit_many(task_id, [(type, data or {})])
+    async def emit(
+        self, task_id: str, type: EventType, data: dict[str, Any] | None = None, *, guard: Guard | None = None
+    ) -> Event:
+        (event,) = await self.emit_many(task_id, [(type, data or {})], guard=guard)
         return event
 
-    async def emit_many(self, task_id: str, items: Sequence[tuple[EventType, dict[str, Any]]]) -> list[Event]:
+    async def emit_many(
+        self, task_id: str, items: Sequence[tuple[EventType, dict[str, Any]]], *, guard: Guard | None = None
+    ) -> list[Event]:
         if not items:
             return []
         count = len(items)
-        result = await self.conn.execute(
-            update(tasks_table)
-            .where(tasks_table.c.id == task_id)
-            .values(last_seq=tasks_table.c.last_seq + count)
-            .returning(tasks_table.c.last_seq)
-        )
-        last = result.scalar_one()
+        statement = update(tasks_table).where(tasks_table.c.id == task_id)
+        values: dict[str, Any] = {"last_seq": tasks_table.c.last_seq + count}
+        if guard is not None:
+            statement = statement.where(*guard.where)
+            values.update(guard.values)
+        row = (await self.conn.execute(statement.values(**values).returning(tasks_table.c.last_seq))).first()
+        if row is None:
+            raise guard.error() if guard is not None else LookupError(f"no task {task_id}")
+        last = row.last_seq
         ts = time.time()
         new = [Event(task_id, last - count + 1 + i, ts, etype, data) for i, (etype, data) in enumerate(items)]
         await self.conn.execute(

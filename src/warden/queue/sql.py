@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
 
-from warden.events.log import EventLog, Tx
+from warden.events.log import EventLog, Guard, Tx
 from warden.events.types import EventType
 from warden.queue.lease import Lease, LeaseLost
 from warden.store.schema import sessions, tasks
@@ -102,6 +102,22 @@ class SqlTaskQueue:
             tasks.c.lease_owner == lease.owner,
             tasks.c.attempt == lease.attempt,
             tasks.c.status == TaskStatus.RUNNING.value,
+        )
+
+    def guard(self, lease: Lease, **values: Any) -> Guard:
+        """Fence an emit by the lease (and extend it), setting ``values`` on the task row too."""
+
+        def lost() -> Exception:
+            return LeaseLost(f"lease on task {lease.task_id} (attempt {lease.attempt}) was lost")
+
+        return Guard(
+            where=(
+                tasks.c.lease_owner == lease.owner,
+                tasks.c.attempt == lease.attempt,
+                tasks.c.status == TaskStatus.RUNNING.value,
+            ),
+            values={"lease_until": self.db.now() + self.lease_ttl, **values},
+            error=lost,
         )
 
     async def fence(self, tx: Tx, lease: Lease) -> None:
@@ -203,11 +219,21 @@ class SqlTaskQueue:
         error: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
         run_seconds: float = 0.0,
+        usage: dict[str, Any] | None = None,
+        fenced: bool = False,
     ) -> None:
-        """End the task inside ``tx`` (fenced by the lease)."""
-        await self.fence(tx, lease)
+        """End the task inside ``tx``; ``fenced``: the transaction already proved the lease."""
+        if not fenced:
+            await self.fence(tx, lease)
         await self._finish(
-            tx, lease.task_id, status, output=output, error=error, history=history, run_seconds=run_seconds
+            tx,
+            lease.task_id,
+            status,
+            output=output,
+            error=error,
+            history=history,
+            run_seconds=run_seconds,
+            usage=usage,
         )
 
     async def _finish(
@@ -220,22 +246,23 @@ class SqlTaskQueue:
         error: dict[str, Any] | None = None,
         history: list[dict[str, Any]] | None = None,
         run_seconds: float = 0.0,
+        usage: dict[str, Any] | None = None,
     ) -> None:
         now = self.db.now()
+        values: dict[str, Any] = {
+            "status": status.value,
+            "output": output,
+            "error": error,
+            "lease_owner": None,
+            "lease_until": None,
+            "available_at": None,
+            "finished_at": now,
+            "run_seconds": tasks.c.run_seconds + run_seconds,
+        }
+        if usage is not None:
+            values["usage"] = usage
         result = await tx.conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id)
-            .values(
-                status=status.value,
-                output=output,
-                error=error,
-                lease_owner=None,
-                lease_until=None,
-                available_at=None,
-                finished_at=now,
-                run_seconds=tasks.c.run_seconds + run_seconds,
-            )
-            .returning(tasks.c.session_id)
+            update(tasks).where(tasks.c.id == task_id).values(**values).returning(tasks.c.session_id)
         )
         session_id = result.scalar_one()
         event_type = {

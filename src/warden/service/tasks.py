@@ -19,7 +19,7 @@ from warden.queue.sql import SqlTaskQueue
 from warden.service.agents import AgentCatalog
 from warden.service.keys import Principal
 from warden.service.sessions import Multitask, insert_session, session_row
-from warden.store.database import Database, wall_clock
+from warden.store.database import Database
 from warden.store.schema import tasks
 from warden.store.tasks import TaskRecord, TaskStatus, get_task, list_tasks
 
@@ -133,7 +133,7 @@ class TaskService:
                     "usage": {},
                     "idempotency_key": sub.idempotency_key,
                     "max_attempts": self.max_attempts,
-                    "created_at": wall_clock(),
+                    "created_at": self.db.now(),
                 },
                 held=held,
             )
