@@ -129,7 +129,7 @@ async def task_events(
     async def frames() -> AsyncIterator[ServerSentEvent]:
         async for event in events:
             yield ServerSentEvent(
-                data=json.dumps(event.to_wire(), separators=(",", ":")),
+                data=event.wire_json,
                 event=event.type.value,
                 id=str(event.seq),
             )
@@ -153,7 +153,7 @@ async def task_stream(websocket: WebSocket, task_id: str, after: int = 0) -> Non
     await websocket.accept()
     try:
         async for event in events:
-            await websocket.send_text(json.dumps(event.to_wire(), separators=(",", ":")))
+            await websocket.send_text(event.wire_json)
         await websocket.close(code=1000)
     except WebSocketDisconnect:
         return

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -30,7 +32,7 @@ class EventType(StrEnum):
 TERMINAL_EVENTS = frozenset({EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_CANCELLED})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Event:
     """One entry of a task's append-only log."""
 
@@ -50,6 +52,11 @@ class Event:
             "type": self.type.value,
             "data": self.data,
         }
+
+    @cached_property
+    def wire_json(self) -> str:
+        """The wire JSON, built once however many subscribers receive the event."""
+        return json.dumps(self.to_wire(), separators=(",", ":"))
 
     @property
     def is_terminal(self) -> bool:

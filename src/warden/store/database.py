@@ -51,8 +51,10 @@ class Database:
         else:
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+asyncpg")
+            # No pre-ping: it costs a round trip per transaction; a dropped connection surfaces
+            # as StorageError once and the pool replaces it.
             self._writer = create_async_engine(
-                parsed, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True
+                parsed, echo=echo, pool_size=10, max_overflow=20, pool_recycle=1800
             )
             self._reader = self._writer
 
