@@ -341,6 +341,7 @@ def bench_config(
             )
         ],
         agents_dirs=[],
+        sandbox={"enabled": False},
         tools=[
             {"name": "noop", "python": "bench._tools:noop"},
             {"name": "wait_for_file", "python": "bench._tools:wait_for_file"},
