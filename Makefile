@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install demo test test-fast lint format bench bench-quick services clean
+.PHONY: help install demo test test-fast lint format bench bench-quick services sandbox-deps clean
 
 help:
 	@echo "make demo    start Warden and run the demo agent live (no model key needed)"
@@ -21,11 +21,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+demo: install sandbox-deps
 	$(BIN)/warden demo
 
 services:
 	@scripts/ensure-services.sh
+
+sandbox-deps:
+	@scripts/ensure-sandbox.sh
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -36,13 +39,13 @@ format: install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: install services lint
+test: install services sandbox-deps lint
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 test-fast: install
 	$(BIN)/pytest -q -x tests/unit
 
-bench: install services
+bench: install services sandbox-deps
 	@for b in step_overhead submit_latency throughput sse_fanout; do \
 		echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
 

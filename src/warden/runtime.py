@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from warden.config import WardenConfig
 from warden.errors import ConfigError
@@ -14,6 +15,7 @@ from warden.governance.gate import Gate
 from warden.models.base import ModelProvider
 from warden.models.factory import build_provider
 from warden.queue.sql import SqlTaskQueue
+from warden.sandbox.factory import build_backends
 from warden.service.agents import AgentCatalog, collect_specs
 from warden.service.keys import KeyService
 from warden.service.sessions import SessionService
@@ -21,6 +23,9 @@ from warden.service.tasks import TaskService
 from warden.store.database import Database
 from warden.store.migrate import upgrade
 from warden.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from warden.sandbox.manager import SandboxManager
 
 log = logging.getLogger("warden")
 
@@ -38,7 +43,9 @@ class Runtime:
     keys: KeyService
     tasks: TaskService
     sessions: SessionService
+    sandboxes: SandboxManager | None = None
     _providers: dict[str, ModelProvider] = field(default_factory=dict)
+    _started: bool = False
 
     @classmethod
     async def open(cls, config: WardenConfig) -> Runtime:
@@ -73,7 +80,15 @@ class Runtime:
         except BaseException:
             await db.dispose()
             raise
+        sandbox_home = config.home / "sandbox"
+        backends = build_backends(config.sandbox, sandbox_home)
+        manager = None
+        if backends:
+            from warden.sandbox.manager import SandboxManager
+
+            manager = SandboxManager(db, config.sandbox, backends, sandbox_home)
         return cls(
+            sandboxes=manager,
             config=config,
             db=db,
             bus=bus,
@@ -105,7 +120,17 @@ class Runtime:
             self._providers[model] = provider
         return provider
 
+    async def start_background(self) -> None:
+        """Start what runs for the process's lifetime: sandbox re-adoption, pools and reaping."""
+        if self._started:
+            return
+        self._started = True
+        if self.sandboxes is not None:
+            await self.sandboxes.start()
+
     async def close(self) -> None:
+        if self.sandboxes is not None:
+            await self.sandboxes.close()
         for provider in self._providers.values():
             try:
                 await provider.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from warden import __version__
-from warden.api import _errors, agents, health, sessions, tasks
+from warden.api import _errors, agents, health, sandboxes, sessions, tasks
 from warden.api._limits import BodySizeLimit
 from warden.config import WardenConfig
 from warden.runtime import Runtime
@@ -35,6 +36,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or await Runtime.open(config)
         app.state.runtime = rt
+        await rt.start_background()
+        # Objects made at start-up live for the process: move them out of the collector's
+        # way, so a full collection under load pauses streams for less time.
+        gc.collect()
+        gc.freeze()
         new_key = await rt.keys.bootstrap()
         if new_key is not None and on_bootstrap_key is not None:
             on_bootstrap_key(new_key)
@@ -60,7 +66,11 @@ def create_app(
     )
     _errors.install(app)
     # The largest legitimate body is a task input plus its metadata and JSON escaping.
-    app.add_middleware(BodySizeLimit, max_bytes=config.server.max_input_chars * 6 + 64 * 1024)
-    for module in (tasks, sessions, agents, health):
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=config.server.max_input_chars * 6 + 64 * 1024,
+        upload_max_bytes=sandboxes.MAX_FILE_BYTES,
+    )
+    for module in (tasks, sessions, agents, sandboxes, health):
         app.include_router(module.router)
     return app

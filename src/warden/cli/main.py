@@ -22,6 +22,7 @@ from rich.table import Table
 from warden.cli import _logging
 from warden.cli._common import api_key, api_url, config_from, console, fail, run_async
 from warden.cli.render import StreamRenderer
+from warden.cli.sandbox import app as sandbox_app
 from warden.client.http import WardenClient
 from warden.service.keys import NewKey
 
@@ -33,6 +34,7 @@ keys_app = typer.Typer(
     help="Create, list and revoke API keys (works on the database directly).", no_args_is_help=True
 )
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(keys_app, name="keys")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="warden.yaml to read.", exists=False)]
@@ -113,6 +115,7 @@ def _run_workers(cfg: Any, count: int, concurrency: int | None = None) -> None:
 
     async def main() -> None:
         runtime = await Runtime.open(cfg)
+        await runtime.start_background()
         pool = [Worker(runtime, concurrency=concurrency) for _ in range(count)]
         loop = asyncio.get_running_loop()
 

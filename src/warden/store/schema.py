@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -137,4 +138,35 @@ journal = Table(
     Column("data", Json),
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float),
+)
+
+sandboxes = Table(
+    "sandboxes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), index=True),
+    Column("session_id", String(40), index=True),
+    Column("template", String(64), nullable=False),
+    Column("backend", String(32), nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("workspace", Text, nullable=False),
+    Column("image_path", Text),
+    Column("metadata", Json, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Index("ix_sandboxes_template_state", "template", "state"),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("sandbox_id", String(40), nullable=False),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("template", String(64), nullable=False),
+    Column("image_path", Text, nullable=False),
+    Column("workspace_copy", Text, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
 )

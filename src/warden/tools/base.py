@@ -38,6 +38,8 @@ class ToolContext:
     """Stream a piece of output (stdout, progress) to the task's live events."""
     home: str = ".warden"
     """Warden's data folder, for tools that keep files."""
+    sandboxes: Any = None
+    """The `warden.sandbox.SandboxManager`, for tools that run code; None when sandboxes are off."""
 
 
 @runtime_checkable

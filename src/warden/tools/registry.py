@@ -9,6 +9,7 @@ from warden.config import ToolConfig
 from warden.errors import ConfigError
 from warden.tools.base import FunctionTool, Tool
 from warden.tools.builtin import BUILTIN_TOOLS
+from warden.tools.sandbox import SANDBOX_TOOLS
 
 
 class ToolRegistry:
@@ -40,7 +41,7 @@ class ToolRegistry:
 
     @classmethod
     def from_config(cls, configs: Iterable[ToolConfig]) -> ToolRegistry:
-        registry = cls(BUILTIN_TOOLS)
+        registry = cls((*BUILTIN_TOOLS, *SANDBOX_TOOLS))
         for cfg in configs:
             registry.add(load_python_tool(cfg))
         return registry

@@ -212,6 +212,7 @@ class Worker:
             queue=queue,
             events_config=runtime.config.events,
             home=str(runtime.config.home),
+            sandboxes=runtime.sandboxes,
         )
         running.loop = loop
         remaining = spec.limits.timeout - run_seconds
