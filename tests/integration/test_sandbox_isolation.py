@@ -133,7 +133,8 @@ async def test_rm_rf_root_harms_nothing_outside_the_workspace(
 ) -> None:
     _, settings = env
     sb = await AsyncSandbox.create(**settings)
-    await _sh(sb, "rm -rf --no-preserve-root / 2>/dev/null; true", timeout=60)
+    # Whether it finishes does not matter (most of / is read-only); what it can reach does.
+    await _sh(sb, "timeout 8 rm -rf --no-preserve-root / 2>/dev/null; true", timeout=15)
     assert host_canary.read_text() == HOST_SECRET
     assert Path("/usr/bin/python3").exists()
     await _healthy(sb)
@@ -160,8 +161,9 @@ async def test_host_secrets_are_not_visible(
     result = await _sh(
         sb,
         f"cat /etc/shadow; ls /root; cat {host_canary}; cat /proc/1/environ; env; "
-        "grep -r 'other sandbox' / 2>/dev/null | head -1; cat /proc/*/environ 2>/dev/null",
-        timeout=60,
+        "grep -rs 'other sandbox' /workspace /tmp /run /opt /etc /home /root /mnt /srv /var | head -1; "
+        "cat /proc/*/environ 2>/dev/null",
+        timeout=30,
     )
     seen = result.stdout + result.stderr
     assert HOST_SECRET not in seen
