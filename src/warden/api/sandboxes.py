@@ -4,6 +4,7 @@ files, pause/resume/hibernate, snapshots and forks. Verbs follow the names E2B u
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -247,7 +248,8 @@ async def download_file(
 ) -> Response:
     caller.require("sandboxes:read")
     data = await _manager(request).read_file(caller.tenant_id, sandbox_id, path, MAX_FILE_BYTES)
-    name = path.rsplit("/", 1)[-1].replace('"', "") or "file"
+    # The name comes from the caller: keep header-safe characters only.
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", path.rsplit("/", 1)[-1])[:200] or "file"
     return Response(
         data,
         media_type="application/octet-stream",
