@@ -3,6 +3,7 @@ the sandbox's control channel must keep answering, and the host must be unharmed
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -59,8 +60,30 @@ async def env(
 
 
 async def _healthy(sb: AsyncSandbox) -> None:
-    """The control channel answers and user code runs again."""
-    assert (await sb.run_code("6 * 7", timeout=20)).text == "42"
+    """The control channel answers and user code runs again (retrying while a sandbox that an
+    attack stopped is being noticed and restarted)."""
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                assert (await sb.run_code("6 * 7", timeout=20)).text == "42"
+                return
+            except ApiError as exc:
+                if exc.code != "channel_closed":
+                    raise
+                await asyncio.sleep(1)
+
+
+def _live_host_processes() -> int:
+    """Host processes that are not zombies (this VM's init reaps exited ones slowly)."""
+    live = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                    live += f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except (OSError, IndexError):
+                continue
+    return live
 
 
 async def _sh(sb: AsyncSandbox, cmd: str, timeout: float = 20) -> Any:
@@ -69,19 +92,27 @@ async def _sh(sb: AsyncSandbox, cmd: str, timeout: float = 20) -> Any:
 
 async def test_fork_bomb_is_contained(env: tuple[WardenHarness, dict[str, Any]]) -> None:
     _, settings = env
+    host_processes = _live_host_processes()
     sb = await AsyncSandbox.create(**settings)
-    host_processes = len(os.listdir("/proc"))
+    code = (
+        "bomb() { bomb | bomb & }; bomb; sleep 2; "
+        "python3 -c \"import os; print('procs', sum(p.isdigit() for p in os.listdir('/proc')))\""
+    )
     try:
-        result = await _sh(sb, "bomb() { bomb | bomb & }; bomb; sleep 3", timeout=8)
-        outcome = "timed out" if result.timed_out else f"exit {result.exit_code}"
+        result = await _sh(sb, code, timeout=10)
+        # Contained inside: forks fail at the user's process limit; the sandbox lives.
+        procs = [int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("procs ")]
+        assert not procs or procs[0] <= 200
     except ApiError as exc:
-        # Reaching the host-side pids cap stops the sandbox (this runsc does not enforce
-        # RLIMIT_NPROC inside): the call fails, the host is fine, the next use restarts it.
-        outcome = exc.code
-    assert outcome in ("timed out", "channel_closed") or (outcome.startswith("exit ") and outcome != "exit 0")
+        # Or the host-side backstop stopped the sandbox; the next use restarts it.
+        assert exc.code == "channel_closed"  # noqa: PT017 - the recovery below is the point
     await _healthy(sb)
-    assert len(os.listdir("/proc")) < host_processes + 50  # nothing escaped onto the host
+    await sb.kill()
     await sb.close()
+    # Nothing outlives the sandbox on the host (its sentry's ptrace stubs go with it).
+    async with asyncio.timeout(60):
+        while _live_host_processes() >= host_processes + 20:
+            await asyncio.sleep(0.5)
 
 
 async def test_memory_bomb_is_contained(env: tuple[WardenHarness, dict[str, Any]]) -> None:

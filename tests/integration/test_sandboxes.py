@@ -280,3 +280,24 @@ async def test_agent_tools_keep_interpreter_state_across_a_sessions_tasks(
         assert "[value] 42" in events
         for r in await _all_sandboxes(h):
             await h.runtime.sandboxes._destroy(r)
+
+
+@pytest.mark.skipif(
+    not shutil.which("bwrap") and not IN_CI, reason="SKIPPED LOUDLY: bubblewrap is not installed"
+)
+async def test_the_bwrap_backend_serves_the_same_api(make_config: MakeConfig) -> None:
+    config = make_config(
+        script=script(f"bw-{uuid.uuid4().hex[:8]}", step("ok")),
+        sandbox={"backend": "bwrap", "templates": [{"name": "python", "hibernate_after": None}]},
+    )
+    async with WardenHarness(config, workers=0) as h, h.client() as client:
+        sandbox_id = await _sandbox(client)
+        assert (await client.get(f"/v1/sandboxes/{sandbox_id}")).json()["backend"] == "bwrap"
+        await _code(client, sandbox_id, "import pandas as pd\nframe = pd.DataFrame({'a': [1, 2, 3]})")
+        assert (await _code(client, sandbox_id, "int(frame.a.sum())"))["value"] == "6"
+        shadow = await client.post(f"/v1/sandboxes/{sandbox_id}/commands", json={"cmd": "cat /etc/shadow"})
+        assert shadow.json()["exit_code"] != 0
+        snap = await client.post(f"/v1/sandboxes/{sandbox_id}/snapshots")
+        assert snap.status_code >= 400
+        assert snap.json()["code"] == "not_supported"
+        assert (await client.delete(f"/v1/sandboxes/{sandbox_id}")).status_code == 204

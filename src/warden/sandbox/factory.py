@@ -17,6 +17,8 @@ def available_backends(config: SandboxConfig) -> list[str]:
     found = []
     if shutil.which(config.runsc):
         found.append("gvisor")
+    if shutil.which("bwrap"):
+        found.append("bwrap")
     return found
 
 
@@ -46,4 +48,9 @@ def build_backends(config: SandboxConfig, home: Path) -> dict[str, SandboxBacken
             backends[name] = GVisorBackend(
                 home / "gvisor", rootfs, guest_dir(), config.runsc, config.platform
             )
+        elif name == "bwrap":
+            from warden.sandbox.bwrap import BwrapBackend
+
+            # Weaker than gVisor: the host kernel is shared (namespaces, seccomp, cgroups).
+            backends[name] = BwrapBackend(home / "bwrap", guest_dir(), rootfs=rootfs)
     return backends

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -52,8 +54,14 @@ READONLY_PATHS = ("/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/s
 
 NOFILE = 4096
 CPU_PERIOD = 100_000
-PIDS_HEADROOM = 1024
-"""Host threads of the sentry and gofer themselves, on top of what user code may have."""
+PIDS_HOST_BASE = 512
+PIDS_HOST_PER_PROCESS = 32
+"""The host pids cgroup counts the sentry's and gofer's own threads (about 60 idle), and on the
+ptrace platform every guest process adds a stub with its own host threads: measured 15-30 host
+tasks per guest process (guest threads are cheap). So the host limit cannot express the guest
+one; it is a backstop sized to stay above `limits.pids` guest processes (hitting it kills the
+whole sandbox, not the host). User code is held to `limits.pids` by the supervisor's
+RLIMIT_NPROC, which gVisor enforces."""
 MEMORY_USER_SHARE = 0.9
 """User processes get this share of the sandbox's memory (the supervisor sets RLIMIT_AS)."""
 
@@ -69,7 +77,7 @@ def supervisor_env(spec: SandboxSpec) -> dict[str, str]:
     return {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
-        "HOME": "/root",
+        "HOME": "/tmp",  # the supervisor's own; user code gets HOME=/workspace from it
         "PYTHONDONTWRITEBYTECODE": "1",
         "WARDEN_UID": str(spec.user_uid),
         "WARDEN_GID": str(spec.user_gid),
@@ -94,7 +102,7 @@ def oci_config(spec: SandboxSpec, rootfs: Path, guest: Path) -> dict[str, Any]:
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
             "args": list(SUPERVISOR),
-            "env": [f"{k}={v}" for k, v in supervisor_env(spec).items()],
+            "env": [f"{k}={v}" for k, v in (supervisor_env(spec) | {"WARDEN_BACKEND": "gvisor"}).items()],
             "cwd": "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE, "soft": NOFILE}],
@@ -138,15 +146,22 @@ def oci_config(spec: SandboxSpec, rootfs: Path, guest: Path) -> dict[str, Any]:
             "resources": {
                 "memory": {"limit": limits.memory_mb * 1024 * 1024},
                 "cpu": {"quota": max(1000, int(limits.cpus * CPU_PERIOD)), "period": CPU_PERIOD},
-                # The host-side cap only guards the host: the sentry needs threads and ptrace
-                # stubs of its own, and starving it kills the whole sandbox. User code is held
-                # to `limits.pids` inside by the supervisor's RLIMIT_NPROC.
-                "pids": {"limit": limits.pids * 4 + PIDS_HEADROOM},
+                "pids": {"limit": PIDS_HOST_BASE + limits.pids * PIDS_HOST_PER_PROCESS},
             },
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+
+
+def ensure_workspace(spec: SandboxSpec) -> None:
+    """Create the workspace if the caller has not (the manager normally has, with its quota);
+    one made here belongs to the sandbox user, as user code must write to it."""
+    if spec.workspace.is_dir():
+        return
+    spec.workspace.mkdir(parents=True, mode=0o755)
+    if os.geteuid() == 0:
+        os.chown(spec.workspace, spec.user_uid, spec.user_gid)
 
 
 def check_id(sandbox_id: str) -> str:
@@ -184,6 +199,12 @@ class GVisorBackend:
         self.platform = platform
         self._root = state_dir / "runsc"
         self._bundles = state_dir / "bundles"
+        # runsc names each sandbox's control socket (abstract, "@runsc-sandbox.<id>") and its
+        # cgroups ("/<id>") after the container id alone, whatever --root says: two Wardens, a
+        # test run, or Docker with runsc would collide on a bare "sbx-1". The prefix is stable
+        # for a state dir, so a restarted Warden finds its sandboxes again.
+        digest = hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:10]
+        self._prefix = f"warden-{digest}-"
 
     # -- runsc plumbing -------------------------------------------------------------------
 
@@ -242,6 +263,10 @@ class GVisorBackend:
             )
         return rc, stdout, stderr
 
+    def _cid(self, sandbox_id: str) -> str:
+        """The runsc container id of a sandbox."""
+        return self._prefix + check_id(sandbox_id)
+
     def _bundle(self, sandbox_id: str) -> Path:
         return self._bundles / check_id(sandbox_id)
 
@@ -254,7 +279,7 @@ class GVisorBackend:
             if bundle.exists():
                 shutil.rmtree(bundle)
             bundle.mkdir(parents=True, mode=0o700)
-            spec.workspace.mkdir(parents=True, exist_ok=True)
+            ensure_workspace(spec)
             (bundle / "config.json").write_text(config)
 
         await asyncio.to_thread(write)
@@ -263,12 +288,15 @@ class GVisorBackend:
     async def _start(self, spec: SandboxSpec, *args: str) -> None:
         """`run` or `restore` a bundle, then wait for the supervisor; clean up on failure."""
         sandbox_id = check_id(spec.sandbox_id)
-        if await self.state(sandbox_id) is not BackendState.MISSING:
+        current = await self.state(sandbox_id)
+        if current in (BackendState.RUNNING, BackendState.PAUSED):
             raise SandboxError(f"sandbox {sandbox_id} already exists", code="conflict")
+        if current is BackendState.STOPPED:
+            await self.destroy(sandbox_id)  # leftovers of a crash or a checkpoint: nothing to keep
         bundle = await self._write_bundle(spec)
         try:
             await self._run(
-                *args, "--bundle", str(bundle), "--detach", sandbox_id,
+                *args, "--bundle", str(bundle), "--detach", self._cid(sandbox_id),
                 timeout=START_TIMEOUT, log_to=bundle / "sandbox.log",
             )  # fmt: skip
             await self._wait_ready(sandbox_id, START_TIMEOUT)
@@ -314,9 +342,9 @@ class GVisorBackend:
             if reply.get("type") != "result":
                 raise SandboxError(f"unexpected hello answer: {line[:200]!r}")
         finally:
-            if stream.process is not None and stream.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    stream.process.kill()
+            # No kill here: a bridge that could not connect has exited, and killing it races
+            # asyncio's child watcher (Popen.kill polls, reaping the pid under the watcher).
+            # close() ends stdin, waits, and kills only what is still running after 2 s.
             await stream.close()
 
     # -- SandboxBackend -------------------------------------------------------------------
@@ -329,7 +357,7 @@ class GVisorBackend:
         log_file = await asyncio.to_thread(_open_log, bundle / "bridge.log")
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._argv("exec", sandbox_id, *BRIDGE),
+                *self._argv("exec", self._cid(sandbox_id), *BRIDGE),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 # Bridge and runsc errors go to a file: an unread stderr pipe could fill and block.
@@ -345,14 +373,14 @@ class GVisorBackend:
         return ControlStream(reader=proc.stdout, writer=proc.stdin, process=proc)
 
     async def pause(self, sandbox_id: str) -> None:
-        await self._run("pause", check_id(sandbox_id))
+        await self._run("pause", self._cid(sandbox_id))
 
     async def resume(self, sandbox_id: str) -> None:
-        await self._run("resume", check_id(sandbox_id))
+        await self._run("resume", self._cid(sandbox_id))
 
     async def checkpoint(self, sandbox_id: str, image_dir: Path) -> None:
         await asyncio.to_thread(image_dir.mkdir, parents=True, exist_ok=True)
-        await self._run("checkpoint", f"--image-path={image_dir}", check_id(sandbox_id), timeout=120)
+        await self._run("checkpoint", f"--image-path={image_dir}", self._cid(sandbox_id), timeout=120)
 
     async def restore(self, spec: SandboxSpec, image_dir: Path) -> None:
         if not await asyncio.to_thread((image_dir / "checkpoint.img").is_file):
@@ -366,15 +394,15 @@ class GVisorBackend:
             if current is BackendState.PAUSED:
                 # This runsc panics on `delete --force` of a paused sandbox ("invalid state
                 # transition: paused => stopped"), and a paused sentry cannot act on the kill.
-                await self._run("resume", sandbox_id, check=False)
-            await self._run("kill", sandbox_id, "KILL", check=False)
-            rc, _, err = await self._run("delete", "--force", sandbox_id, check=False)
+                await self._run("resume", self._cid(sandbox_id), check=False)
+            await self._run("kill", self._cid(sandbox_id), "KILL", check=False)
+            rc, _, err = await self._run("delete", "--force", self._cid(sandbox_id), check=False)
             if rc != 0 and await self.state(sandbox_id) is not BackendState.MISSING:
                 raise SandboxError(f"runsc delete {sandbox_id} failed: {err.strip()[-2000:]}")
         await asyncio.to_thread(shutil.rmtree, bundle, True)
 
     async def state(self, sandbox_id: str) -> BackendState:
-        rc, out, err = await self._run("state", check_id(sandbox_id), check=False)
+        rc, out, err = await self._run("state", self._cid(sandbox_id), check=False)
         if rc != 0:
             if "does not exist" in err or "not found" in err.lower():
                 return BackendState.MISSING
@@ -393,7 +421,13 @@ class GVisorBackend:
             entries = json.loads(out or "[]") or []
         except ValueError as exc:
             raise SandboxError(f"runsc list: unreadable answer {out[:200]!r}") from exc
-        return {str(e["id"]): _STATES.get(str(e.get("status", "")), BackendState.STOPPED) for e in entries}
+        return {
+            str(e["id"]).removeprefix(self._prefix): _STATES.get(
+                str(e.get("status", "")), BackendState.STOPPED
+            )
+            for e in entries
+            if str(e["id"]).startswith(self._prefix)
+        }
 
 
 def _open_log(path: Path) -> IO[bytes] | None:

@@ -737,7 +737,15 @@ class Supervisor:
     # -- processes as the user ----------------------------------------------------------------
 
     def user_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = {"PATH": USER_PATH, "HOME": self.workspace, "LANG": "C.UTF-8", "MPLBACKEND": "Agg"}
+        # matplotlib and friends cache under /tmp: the workspace stays the user's own files.
+        env = {
+            "PATH": USER_PATH,
+            "HOME": self.workspace,
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": "/tmp/.matplotlib",
+            "XDG_CACHE_HOME": "/tmp/.cache",
+        }
         env.update(extra or {})
         return env
 
@@ -1014,6 +1022,10 @@ class Supervisor:
             if outcome is not Outcome.DONE:
                 command.kill()
             exit_code = await settle(exited)
+            # A foreground command takes what it started with it (`background` is for processes
+            # meant to outlive the call); otherwise a fork bomb's children would hold the
+            # user's process limit forever.
+            kill_group(pid)
             pump.drain()
         finally:
             pump.close()
