@@ -43,6 +43,9 @@ class SandboxState(StrEnum):
     FAILED = "failed"
 
 
+TOUCH_EVERY = 5.0
+"""Seconds between `last_used_at` writes of one sandbox (idle and TTL clocks are coarser)."""
+
 LIVE_STATES = (SandboxState.STARTING, SandboxState.RUNNING, SandboxState.PAUSED, SandboxState.HIBERNATED)
 
 
@@ -114,6 +117,7 @@ class SandboxManager:
         self.volumes = WorkspaceVolumes(home)
         self._channels: dict[str, GuestChannel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._touched: dict[str, float] = {}
         self._background: list[asyncio.Task[None]] = []
         self._pool_wakeup = asyncio.Event()
 
@@ -200,9 +204,14 @@ class SandboxManager:
             await conn.execute(update(sandboxes).where(sandboxes.c.id == sandbox_id).values(**values))
 
     async def _touch(self, record: SandboxRecord) -> None:
+        """Record use for idle hibernation and TTL; at most once per few seconds per sandbox,
+        because a write transaction per call would cost more than the call itself."""
+        now = wall_clock()
+        if now - self._touched.get(record.id, 0.0) < TOUCH_EVERY:
+            return
+        self._touched[record.id] = now
         template = self.config.template(record.template)
         ttl = template.ttl if template is not None else None
-        now = wall_clock()
         await self._set(record.id, last_used_at=now, expires_at=now + ttl if ttl else None)
 
     # -- create, claim, destroy ------------------------------------------------------------
@@ -319,6 +328,7 @@ class SandboxManager:
             if record.image_path:
                 await asyncio.to_thread(shutil.rmtree, record.image_path, True)
         self._locks.pop(record.id, None)
+        self._touched.pop(record.id, None)
 
     # -- keeping it running ----------------------------------------------------------------
 
@@ -667,9 +677,11 @@ class SandboxManager:
                 ).all()
             for _ in range(template.pool_size - len(pooled)):
                 record = await self._cold_create(template, None, None, {"pooled": True})
-                # Open the channel now so a claim pays nothing for it.
+                # Open the channel and start the default interpreter now, so a claim's first
+                # run_code pays for neither.
                 with contextlib.suppress(Exception):
-                    await self._ready(record)
+                    channel = await self._ready(record)
+                    await channel.call("run_code", code="None", context="default", timeout=60)
                 started += 1
         return started
 
