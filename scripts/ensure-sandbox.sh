@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what code sandboxes need when it is missing: gVisor's runsc, bubblewrap (the weaker
 # fallback backend), and the Python 3 with numpy, pandas and matplotlib that sandboxes run
-# (Debian packages under /usr, mounted read-only into every sandbox).
+# (Debian packages under /usr, mounted read-only into every sandbox), and BusyBox.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -9,6 +9,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v runsc >/dev/null 2>&1 || missing+=(runsc)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+# BusyBox's ls and stat stand in for coreutils' inside gVisor (see src/warden/sandbox/guest/bin).
+[ -x /usr/bin/busybox ] || missing+=(busybox)
 if ! /usr/bin/python3 -c 'import numpy, pandas, matplotlib' >/dev/null 2>&1; then
   missing+=(python3 python3-numpy python3-pandas python3-matplotlib)
 fi

@@ -301,3 +301,15 @@ async def test_the_bwrap_backend_serves_the_same_api(make_config: MakeConfig) ->
         assert snap.status_code >= 400
         assert snap.json()["code"] == "not_supported"
         assert (await client.delete(f"/v1/sandboxes/{sandbox_id}")).status_code == 204
+
+
+async def test_everyday_shell_tools_work(harness: WardenHarness) -> None:
+    async with harness.client() as client:
+        sandbox_id = await _sandbox(client)
+        ran = await client.post(
+            f"/v1/sandboxes/{sandbox_id}/commands",
+            json={"cmd": "mkdir -p d && echo hi > d/f && ls -la d && stat d/f && find . -name f && du -s d"},
+        )
+        body = ran.json()
+        assert body["exit_code"] == 0, body
+        assert "f" in body["stdout"]

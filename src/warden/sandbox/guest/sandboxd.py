@@ -45,6 +45,9 @@ DRAIN_BUDGET = 4 * 2**20
 """Bytes read from a pipe after its writer finished; bounded so a stray writer cannot hold us."""
 DEFAULT_CONTEXT = "default"
 USER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+if os.environ.get("WARDEN_BACKEND") == "gvisor":
+    # Shims for tools whose coreutils build trips over this gVisor (see bin/ls).
+    USER_PATH = "/opt/warden/bin:" + USER_PATH
 CONTEXT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 log = logging.getLogger("sandboxd")
