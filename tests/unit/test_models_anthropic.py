@@ -1,16 +1,14 @@
-"""AnthropicProvider through the real `anthropic` SDK against a FakeLLMServer on loopback."""
+"""What only the Anthropic wire protocol shows: the request shape the SDK sends."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from warden.config import ModelConfig
-from warden.errors import ModelError
 from warden.models import (
     Completed,
     Message,
@@ -21,7 +19,6 @@ from warden.models import (
     ScriptStep,
     ScriptToolCall,
     StreamItem,
-    TextDelta,
     ToolCall,
     ToolSpec,
 )
@@ -105,141 +102,6 @@ def completed(items: list[StreamItem]) -> Completed:
     last = items[-1]
     assert isinstance(last, Completed)
     return last
-
-
-async def test_streamed_text_arrives_as_several_deltas_then_completed_with_usage(
-    make: Callable[..., AnthropicProvider],
-) -> None:
-    items = await collect(make("text"))
-
-    deltas = [i.text for i in items if isinstance(i, TextDelta)]
-    assert len(deltas) > 2
-    assert "".join(deltas) == "Hello from the fake server!"
-    assert [type(i) for i in items].count(Completed) == 1
-    response = completed(items).response
-    assert response.message.content == "Hello from the fake server!"
-    assert (response.usage.input_tokens, response.usage.output_tokens) == (11, 7)
-    assert response.finish_reason == "stop"
-    assert response.model == "text"
-
-
-async def test_parallel_tool_calls_come_back_with_ids_names_and_raw_arguments(
-    make: Callable[..., AnthropicProvider],
-) -> None:
-    response = completed(await collect(make("parallel"))).response
-
-    calls = response.message.tool_calls
-    assert [c.name for c in calls] == ["current_time", "calculator"]
-    assert all(c.id for c in calls)
-    assert calls[0].id != calls[1].id
-    assert [json.loads(c.arguments) for c in calls] == [{"timezone": "UTC"}, {"expression": "1234 * 5678"}]
-    assert response.message.content == "Let me check."
-    assert response.finish_reason == "tool_calls"
-
-
-async def test_malformed_arguments_text_is_passed_through_unchanged(
-    make: Callable[..., AnthropicProvider],
-) -> None:
-    response = completed(await collect(make("bad-args"))).response
-
-    assert [c.arguments for c in response.message.tool_calls] == ['{"expression": "1+']
-
-
-async def test_rate_limited_twice_then_success_is_retried_by_the_sdk(
-    server: FakeLLMServer, make: Callable[..., AnthropicProvider]
-) -> None:
-    response = completed(await collect(make("rate-limited", max_retries=3))).response
-
-    assert response.message.content == "finally"
-    assert len(server.requests_for("rate-limited")) == 3
-
-
-async def test_server_error_beyond_max_retries_is_a_retryable_model_error(
-    server: FakeLLMServer, make: Callable[..., AnthropicProvider]
-) -> None:
-    with pytest.raises(ModelError) as caught:
-        await collect(make("server-error", max_retries=2))
-
-    assert caught.value.retryable is True
-    assert caught.value.status == 500
-    assert len(server.requests_for("server-error")) == 3
-
-
-async def test_bad_request_is_a_non_retryable_model_error_without_retries(
-    server: FakeLLMServer, make: Callable[..., AnthropicProvider]
-) -> None:
-    with pytest.raises(ModelError) as caught:
-        await collect(make("bad-request", max_retries=3))
-
-    assert caught.value.retryable is False
-    assert caught.value.status == 400
-    assert len(server.requests_for("bad-request")) == 1
-
-
-async def test_unknown_model_is_a_non_retryable_404(make: Callable[..., AnthropicProvider]) -> None:
-    with pytest.raises(ModelError) as caught:
-        await collect(make("no-such-model"))
-
-    assert (caught.value.status, caught.value.retryable) == (404, False)
-    assert "no-such-model" in caught.value.message
-
-
-async def test_malformed_stream_is_a_model_error(make: Callable[..., AnthropicProvider]) -> None:
-    with pytest.raises(ModelError, match="malformed"):
-        await collect(make("malformed"))
-
-
-async def test_cancelling_a_slow_stream_closes_the_connection(
-    server: FakeLLMServer, make: Callable[..., AnthropicProvider]
-) -> None:
-    provider = make("slow")
-    first_delta = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in provider.stream(USER_ONLY):
-            first_delta.set()
-
-    task = asyncio.create_task(consume())
-    async with asyncio.timeout(DEADLINE):
-        await first_delta.wait()
-    assert server.active_streams >= 1
-
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=1.0)
-
-    assert task in done
-    assert task.cancelled()
-    await server.wait_for_streams(0, within=2.0)
-
-
-async def test_request_timeout_is_a_retryable_model_error(
-    server: FakeLLMServer, make: Callable[..., AnthropicProvider]
-) -> None:
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-
-    with pytest.raises(ModelError, match="timed out") as caught:
-        await collect(make("stalled", timeout=0.3, max_retries=0))
-
-    assert caught.value.retryable is True
-    assert loop.time() - started < 2.0
-    await server.wait_for_streams(0, within=2.0)
-
-
-async def test_step_is_chosen_by_assistant_turns_and_fills_in_the_last_tool_result(
-    make: Callable[..., AnthropicProvider],
-) -> None:
-    request = ModelRequest(
-        messages=(
-            Message(role="user", content="what time is it?"),
-            Message(role="assistant", tool_calls=(ToolCall("toolu_1", "current_time", "{}"),)),
-            Message(role="tool", content="12:00 UTC", tool_call_id="toolu_1", name="current_time"),
-        )
-    )
-
-    response = completed(await collect(make("two-turns"), request)).response
-
-    assert response.message.content == "The tool said: 12:00 UTC"
 
 
 async def test_messages_and_tools_are_sent_in_anthropic_shape(
