@@ -268,14 +268,16 @@ class SandboxManager:
             ).first()
         return SandboxRecord.from_row(row) if row is not None else None
 
-    async def _cold_create(
+    async def _insert(
         self,
         template: SandboxTemplate,
+        backend_name: str,
         tenant_id: str | None,
         session_id: str | None,
         metadata: dict[str, Any],
-    ) -> SandboxRecord:
-        backend_name, backend = self.backend_for(template)
+    ) -> tuple[str, Path]:
+        """Record a new sandbox as starting, before any backend work, so a crash mid-start
+        leaves a row that `reconcile` can clean up."""
         sandbox_id = new_id("sbx")
         workspace = self.workspaces / sandbox_id
         now = wall_clock()
@@ -295,6 +297,17 @@ class SandboxManager:
                     expires_at=now + template.ttl if template.ttl else None,
                 )
             )
+        return sandbox_id, workspace
+
+    async def _cold_create(
+        self,
+        template: SandboxTemplate,
+        tenant_id: str | None,
+        session_id: str | None,
+        metadata: dict[str, Any],
+    ) -> SandboxRecord:
+        backend_name, backend = self.backend_for(template)
+        sandbox_id, workspace = await self._insert(template, backend_name, tenant_id, session_id, metadata)
         try:
             await self.volumes.create(sandbox_id, workspace, template.limits.disk_mb)
             await backend.create(self.spec(template, sandbox_id, workspace))
@@ -491,26 +504,10 @@ class SandboxManager:
         snap = await self.snapshot(tenant_id, snapshot_id)
         template = self.template(snap.template)
         backend_name, backend = self.backend_for(template)
-        sandbox_id = new_id("sbx")
-        workspace = self.workspaces / sandbox_id
+        sandbox_id, workspace = await self._insert(
+            template, backend_name, tenant_id, session_id, {"restored_from": snapshot_id}
+        )
         await self.volumes.load(Path(snap.workspace_copy), sandbox_id, workspace)
-        now = wall_clock()
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                insert(sandboxes).values(
-                    id=sandbox_id,
-                    tenant_id=tenant_id,
-                    session_id=session_id,
-                    template=template.name,
-                    backend=backend_name,
-                    state=SandboxState.STARTING.value,
-                    workspace=str(workspace),
-                    metadata={"restored_from": snapshot_id},
-                    created_at=now,
-                    last_used_at=now,
-                    expires_at=now + template.ttl if template.ttl else None,
-                )
-            )
         try:
             await backend.restore(self.spec(template, sandbox_id, workspace), Path(snap.image_path))
         except BaseException:
