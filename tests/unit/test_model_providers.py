@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 import pytest
 
-from warden.config import ModelConfig
+from tests.unit._models import DEADLINE, USER_ONLY, collect, completed, providers
 from warden.errors import ModelError
 from warden.models import (
     Completed,
@@ -21,14 +20,11 @@ from warden.models import (
     ScriptError,
     ScriptStep,
     ScriptToolCall,
-    StreamItem,
     TextDelta,
     ToolCall,
 )
-from warden.models.factory import build_provider
 from warden.testing import FakeLLMServer
 
-DEADLINE = 5.0
 LONG_TEXT = "The quick brown fox jumps over the lazy dog. " * 20
 
 SCRIPTS = [
@@ -67,8 +63,6 @@ SCRIPTS = [
     Script(name="echo", steps=(ScriptStep(text="ok"),)),
 ]
 
-USER_ONLY = ModelRequest(messages=(Message(role="user", content="hi"),))
-
 
 @pytest.fixture
 def server() -> Iterator[FakeLLMServer]:
@@ -81,34 +75,8 @@ def server() -> Iterator[FakeLLMServer]:
 async def make(
     request: pytest.FixtureRequest, server: FakeLLMServer
 ) -> AsyncIterator[Callable[..., ModelProvider]]:
-    made: list[ModelProvider] = []
-    wire = request.param
-
-    def build(model: str, **overrides: Any) -> ModelProvider:
-        settings: dict[str, Any] = {
-            "provider": wire,
-            "model": model,
-            "base_url": server.url if wire == "openai" else server.anthropic_url,
-            "timeout": 5.0,
-        }
-        provider = build_provider(ModelConfig(**(settings | overrides)))
-        made.append(provider)
-        return provider
-
-    yield build
-    for provider in made:
-        await provider.aclose()
-
-
-async def collect(provider: ModelProvider, request: ModelRequest = USER_ONLY) -> list[StreamItem]:
-    async with asyncio.timeout(DEADLINE):
-        return [item async for item in provider.stream(request)]
-
-
-def completed(items: list[StreamItem]) -> Completed:
-    last = items[-1]
-    assert isinstance(last, Completed)
-    return last
+    async with providers(server, request.param) as build:
+        yield build
 
 
 async def test_streamed_text_arrives_as_several_deltas_then_completed_with_usage(
