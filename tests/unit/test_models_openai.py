@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from tests.unit._models import collect
+from tests.unit._models import collect, providers
 from warden.models import Message, ModelProvider, ModelRequest, Script, ScriptStep, ToolCall, ToolSpec
 from warden.testing import FakeLLMServer
 
