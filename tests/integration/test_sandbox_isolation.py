@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import uuid
@@ -199,7 +200,7 @@ async def test_host_secrets_are_not_visible(
     seen = result.stdout + result.stderr
     assert HOST_SECRET not in seen
     assert "other sandbox's data" not in seen
-    assert "root:" not in seen  # no shadow entries
+    assert not re.search(r"^root:[^:\n]*:\d*:", seen, re.MULTILINE)  # no shadow entries
     await sb.close()
     await other.close()
 
