@@ -98,6 +98,16 @@ def serve(
     uvicorn.run(application, host=bind_host, port=bind_port, log_level="warning", lifespan="on")
 
 
+def _warden_command() -> str:
+    """How to call this CLI as installed: `warden` when it is on PATH, else its full path."""
+    import shutil
+
+    if shutil.which("warden"):
+        return "warden"
+    script = Path(sys.executable).with_name("warden")
+    return str(script) if script.exists() else f"{sys.executable} -m warden"
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -444,7 +454,8 @@ def demo(
                     f"logs       {log_path}\n"
                     f"database   {_safe_url(cfg.resolved_database_url)}\n"
                     f"API key    {key.secret}\n\n"
-                    f'Try: [cyan]WARDEN_URL={url} WARDEN_API_KEY={key.secret} warden run "what is 2**32?"[/]',
+                    f"Try: [cyan]WARDEN_URL={url} WARDEN_API_KEY={key.secret} {_warden_command()} run "
+                    '"what is 2**32?"[/]',
                     title="where things are",
                     border_style="cyan",
                 )
