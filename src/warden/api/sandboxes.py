@@ -115,8 +115,15 @@ def _manager(request: Request) -> SandboxManager:
     return manager
 
 
-def _wants_stream(request: Request) -> bool:
-    return "text/event-stream" in request.headers.get("accept", "")
+async def _respond(
+    request: Request, manager: SandboxManager, caller: Principal, sandbox_id: str, result_of: Any
+) -> Any:
+    """The result as JSON, or with ``Accept: text/event-stream`` the output as it is printed
+    and the result last (access is checked before the stream starts)."""
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        return await result_of()
+    await manager.get(caller.tenant_id, sandbox_id)
+    return _stream(result_of)
 
 
 @router.post("", status_code=201, response_model=SandboxView, responses=_errors)
@@ -196,10 +203,7 @@ async def run_code(sandbox_id: str, body: RunCode, request: Request, caller: Cal
             on_output=on_output,
         )
 
-    if _wants_stream(request):
-        await manager.get(caller.tenant_id, sandbox_id)
-        return _stream(result_of)
-    return await result_of()
+    return await _respond(request, manager, caller, sandbox_id, result_of)
 
 
 @router.post("/{sandbox_id}/commands", responses={200: {"content": {"text/event-stream": {}}}, **_errors})
@@ -220,10 +224,7 @@ async def run_command(sandbox_id: str, body: RunCommand, request: Request, calle
             on_output=on_output,
         )
 
-    if _wants_stream(request):
-        await manager.get(caller.tenant_id, sandbox_id)
-        return _stream(result_of)
-    return await result_of()
+    return await _respond(request, manager, caller, sandbox_id, result_of)
 
 
 @router.get("/{sandbox_id}/files", responses=_errors)

@@ -531,18 +531,25 @@ class SandboxManager:
         await self._touch(record)
         return record, channel
 
-    async def _streamed(
-        self, channel: GuestChannel, op: str, on_output: OutputCallback | None, **args: Any
+    async def _run(
+        self, tenant_id: str, sandbox_id: str, op: str, on_output: OutputCallback | None, **args: Any
     ) -> dict[str, Any]:
+        """Send a streaming request (`run_code`, `command_run`); pass its output on as it comes
+        and return the result with the whole stdout and stderr."""
+        record, channel = await self._use(tenant_id, sandbox_id)
+        args["timeout"] = args.get("timeout") or self.template(record.template).limits.timeout
+        streams: dict[str, list[str]] = {"stdout": [], "stderr": []}
         final: dict[str, Any] = {}
         async for message in channel.request(op, **args):
             kind = message.get("type")
-            if kind in ("stdout", "stderr"):
+            if kind in streams:
+                text = message.get("text", "")
+                streams[kind].append(text)
                 if on_output is not None:
-                    await on_output(kind, message.get("text", ""))
+                    await on_output(kind, text)
             else:
-                final = message
-        return final
+                final = {k: v for k, v in message.items() if k not in ("type", "id")}
+        return {"stdout": "".join(streams["stdout"]), "stderr": "".join(streams["stderr"]), **final}
 
     async def run_code(
         self,
@@ -554,20 +561,9 @@ class SandboxManager:
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
     ) -> dict[str, Any]:
-        record, channel = await self._use(tenant_id, sandbox_id)
-        limit = timeout or self.template(record.template).limits.timeout
-        stdout: list[str] = []
-        stderr: list[str] = []
-
-        async def collect(stream: str, text: str) -> None:
-            (stdout if stream == "stdout" else stderr).append(text)
-            if on_output is not None:
-                await on_output(stream, text)
-
-        result = await self._streamed(channel, "run_code", collect, code=code, context=context, timeout=limit)
-        result.pop("type", None)
-        result.pop("id", None)
-        return {"stdout": "".join(stdout), "stderr": "".join(stderr), **result}
+        return await self._run(
+            tenant_id, sandbox_id, "run_code", on_output, code=code, context=context, timeout=timeout
+        )
 
     async def run_command(
         self,
@@ -581,29 +577,17 @@ class SandboxManager:
         background: bool = False,
         on_output: OutputCallback | None = None,
     ) -> dict[str, Any]:
-        record, channel = await self._use(tenant_id, sandbox_id)
-        limit = timeout or self.template(record.template).limits.timeout
-        stdout: list[str] = []
-        stderr: list[str] = []
-
-        async def collect(stream: str, text: str) -> None:
-            (stdout if stream == "stdout" else stderr).append(text)
-            if on_output is not None:
-                await on_output(stream, text)
-
-        result = await self._streamed(
-            channel,
+        return await self._run(
+            tenant_id,
+            sandbox_id,
             "command_run",
-            collect,
+            on_output,
             cmd=cmd,
-            timeout=limit,
+            timeout=timeout,
             env=env or {},
             cwd=cwd,
             background=background,
         )
-        result.pop("type", None)
-        result.pop("id", None)
-        return {"stdout": "".join(stdout), "stderr": "".join(stderr), **result}
 
     async def guest_call(self, tenant_id: str, sandbox_id: str, op: str, **args: Any) -> dict[str, Any]:
         """One request to the supervisor (files, contexts, kill)."""
