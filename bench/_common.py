@@ -202,13 +202,17 @@ def write_result(
     name: str,
     *,
     machine: dict[str, Any],
-    method: str,
+    method: str | None,
     results: dict[str, Any],
     baseline: dict[str, Any],
     targets: Sequence[Target],
     quick: bool,
-    elapsed: float,
-) -> Path:
+    began: float,
+) -> bool:
+    """Write ``bench/results/<name>[.quick].json``, print the verdicts; True if all targets are met.
+    ``began`` is the run's `time.perf_counter()` at start; ``method`` the module docstring."""
+    elapsed = time.perf_counter() - began
+    method = (method or name).strip()
     passed = all(t.passed for t in targets)
     document = {
         "benchmark": name,
@@ -228,7 +232,17 @@ def write_result(
     print(f"\n{name}: {'PASS' if passed else 'FAIL'} → {path.relative_to(PROJECT_DIR)}")
     for t in targets:
         print(f"  {t.name}: {t.result} {t.unit} (target {t.op} {t.limit:g}) {'ok' if t.passed else 'MISSED'}")
-    return path
+    return passed
+
+
+async def use_postgres(args: argparse.Namespace) -> bool:
+    """Whether to run the PostgreSQL half: asked for and reachable (saying so when it is not)."""
+    if args.no_postgres:
+        return False
+    if await postgres_reachable():
+        return True
+    print("PostgreSQL is not reachable: skipping the PostgreSQL runs (start it with `make services`)")
+    return False
 
 
 def parser(description: str) -> argparse.ArgumentParser:

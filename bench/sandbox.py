@@ -622,17 +622,16 @@ async def main(args: argparse.Namespace) -> bool:
             "hibernated sandboxes (extrapolated from disk)", capacity, HIBERNATED_TARGET, "sandboxes", op=">="
         )
     )
-    write_result(
+    return write_result(
         NAME,
         machine=machine,
-        method=(__doc__ or "").strip(),
+        method=__doc__,
         results=results,
         baseline=baseline,
         targets=targets,
         quick=quick,
-        elapsed=time.perf_counter() - began,
+        began=began,
     )
-    return all(t.passed for t in targets)
 
 
 if __name__ == "__main__":

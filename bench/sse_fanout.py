@@ -379,17 +379,16 @@ async def main(args: argparse.Namespace) -> bool:
                 ">=",
             )
         )
-    write_result(
+    return write_result(
         NAME,
         machine=machine,
-        method=(__doc__ or "").strip(),
+        method=__doc__,
         results=results,
         baseline=baseline,
         targets=targets,
         quick=args.quick,
-        elapsed=time.perf_counter() - began,
+        began=began,
     )
-    return all(t.passed for t in targets)
 
 
 if __name__ == "__main__":

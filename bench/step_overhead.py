@@ -36,7 +36,6 @@ from bench._common import (
     machine_info,
     parser,
     pg_database,
-    postgres_reachable,
     profiled,
     ratio,
     run,
@@ -44,6 +43,7 @@ from bench._common import (
     submit,
     summary,
     tool_steps,
+    use_postgres,
     wait_task,
     write_result,
     write_script,
@@ -246,9 +246,7 @@ async def main(args: argparse.Namespace) -> bool:
     results: dict[str, Any] = {}
     baseline: dict[str, Any] = {}
     targets: list[Target] = []
-    use_pg = not args.no_postgres and await postgres_reachable()
-    if not args.no_postgres and not use_pg:
-        print("PostgreSQL is not reachable: skipping the PostgreSQL runs (start it with `make services`)")
+    use_pg = await use_postgres(args)
 
     with tempfile.TemporaryDirectory(prefix="warden-bench-") as tmp:
         root = Path(tmp)
@@ -285,7 +283,7 @@ async def main(args: argparse.Namespace) -> bool:
         targets.append(Target(f"per-step p50 ({backend})", ours["p50"], limit, "ms"))
 
     method = (__doc__ or "").strip()
-    write_result(
+    return write_result(
         NAME,
         machine=machine,
         method=method,
@@ -293,9 +291,8 @@ async def main(args: argparse.Namespace) -> bool:
         baseline=baseline,
         targets=targets,
         quick=args.quick,
-        elapsed=time.perf_counter() - began,
+        began=began,
     )
-    return all(t.passed for t in targets)
 
 
 if __name__ == "__main__":

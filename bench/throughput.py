@@ -41,12 +41,12 @@ from bench._common import (
     machine_info,
     parser,
     pg_database,
-    postgres_reachable,
     profiled,
     ratio,
     run,
     sqlite_url,
     submit,
+    use_postgres,
     write_result,
     write_script,
 )
@@ -273,9 +273,7 @@ async def main(args: argparse.Namespace) -> bool:
     results: dict[str, Any] = {}
     baseline: dict[str, Any] = {}
     targets: list[Target] = []
-    use_pg = not args.no_postgres and await postgres_reachable()
-    if not args.no_postgres and not use_pg:
-        print("PostgreSQL is not reachable: skipping the PostgreSQL runs (start it with `make services`)")
+    use_pg = await use_postgres(args)
 
     with tempfile.TemporaryDirectory(prefix="warden-bench-") as tmp:
         root = Path(tmp)
@@ -316,17 +314,16 @@ async def main(args: argparse.Namespace) -> bool:
             )
         )
 
-    write_result(
+    return write_result(
         NAME,
         machine=machine,
-        method=(__doc__ or "").strip(),
+        method=__doc__,
         results=results,
         baseline=baseline,
         targets=targets,
         quick=args.quick,
-        elapsed=time.perf_counter() - began,
+        began=began,
     )
-    return all(t.passed for t in targets)
 
 
 if __name__ == "__main__":
