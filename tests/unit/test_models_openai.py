@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
-import pytest
-
-from tests.unit._models import collect, providers
-from warden.models import Message, ModelProvider, ModelRequest, Script, ScriptStep, ToolCall, ToolSpec
+from tests.unit._models import collect
+from warden.models import Message, ModelProvider, ModelRequest, ToolCall, ToolSpec
 from warden.testing import FakeLLMServer
 
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer([Script(name="echo", steps=(ScriptStep(text="ok"),))]) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def make(server: FakeLLMServer) -> AsyncIterator[Callable[..., ModelProvider]]:
-    async with providers(server, "openai") as build:
-        yield build
+WIRE = "openai"
+"""The protocol these tests speak (tests/unit/conftest.py reads it)."""
 
 
 async def test_messages_and_tools_are_sent_in_openai_shape(
