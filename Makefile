@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install demo test test-fast lint format bench bench-quick services sandbox-deps clean
+.PHONY: help install demo test test-fast lint format bench bench-quick services sandbox-deps node-tools clean
 
 help:
 	@echo "make demo    start Warden and run the demo agent live (no model key needed)"
@@ -30,6 +30,9 @@ services:
 sandbox-deps:
 	@scripts/ensure-sandbox.sh
 
+node-tools:
+	@scripts/ensure-node.sh >/dev/null
+
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -39,7 +42,7 @@ format: install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: install services sandbox-deps lint
+test: install services sandbox-deps node-tools lint
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 test-fast: install
