@@ -163,9 +163,27 @@ class SandboxLimitsConfig(_Section):
 
 class SandboxNetworkConfig(_Section):
     egress: bool = False
-    """Off by default: only the sandbox's own loopback."""
+    """Off by default: only the sandbox's own loopback. When on, programs reach the allow-list
+    through Warden's HTTP proxy (``HTTP_PROXY``/``HTTPS_PROXY`` are set), never directly."""
     allow: list[str] = Field(default_factory=list)
-    """CIDRs and domains reachable through the egress proxy when ``egress`` is on."""
+    """CIDRs, addresses and domains (``pypi.org``, ``*.example.com``) reachable through the proxy.
+    Private, loopback, link-local and metadata addresses stay blocked whatever this says."""
+    ports: list[int] = Field(default_factory=lambda: [80, 443])
+    """Destination ports the proxy connects to."""
+    hosts: dict[str, list[str]] = Field(default_factory=dict)
+    """Names pinned to addresses, resolved without DNS (like ``/etc/hosts``)."""
+
+    @model_validator(mode="after")
+    def _valid_rules(self) -> SandboxNetworkConfig:
+        from warden.netpolicy import EgressPolicy, EgressRuleError
+
+        try:
+            EgressPolicy.from_config(self.allow, self.ports, self.hosts)
+        except EgressRuleError as exc:
+            raise ValueError(str(exc)) from None
+        if any(not 1 <= port <= 65535 for port in self.ports):
+            raise ValueError("ports must be between 1 and 65535")
+        return self
 
 
 class SandboxTemplate(_Section):

@@ -55,7 +55,9 @@ class SandboxBackend(Protocol):
     async def create(self, spec: SandboxSpec) -> None:
         """Start the sandbox with the supervisor running; return once it answers."""
 
-    async def connect(self, sandbox_id: str) -> ControlStream: ...
+    async def connect(self, sandbox_id: str, endpoint: str = "control") -> ControlStream:
+        """A stream to the guest's ``/run/warden/<endpoint>.sock``: ``control`` (the protocol)
+        or ``egress`` (the egress tunnel)."""
 
     async def pause(self, sandbox_id: str) -> None: ...
 

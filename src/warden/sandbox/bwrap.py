@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from warden.sandbox.backend import BackendState, ControlStream, SandboxError
-from warden.sandbox.gvisor import STREAM_LIMIT, SUPERVISOR, check_id, ensure_workspace, supervisor_env
+from warden.sandbox.gvisor import (
+    STREAM_LIMIT,
+    SUPERVISOR,
+    check_endpoint,
+    check_id,
+    ensure_workspace,
+    supervisor_env,
+)
 from warden.sandbox.rootfs import build_rootfs
 from warden.sandbox.spec import ResourceLimits, SandboxSpec
 
@@ -559,15 +566,16 @@ class BwrapBackend:
 
         return await asyncio.to_thread(tail)
 
-    async def connect(self, sandbox_id: str) -> ControlStream:
+    async def connect(self, sandbox_id: str, endpoint: str = "control") -> ControlStream:
         run_dir = self._dir(sandbox_id) / "run"
+        name = f"{check_endpoint(endpoint)}.sock"
         fd: int | None = None
         try:
-            path = str(run_dir / "control.sock")
+            path = str(run_dir / name)
             if len(path.encode()) > 100:
                 # sun_path holds 108 bytes; reach a deep state dir through an O_PATH descriptor.
                 fd = os.open(run_dir, os.O_PATH | os.O_DIRECTORY)
-                path = f"/proc/self/fd/{fd}/control.sock"
+                path = f"/proc/self/fd/{fd}/{name}"
             reader, writer = await asyncio.open_unix_connection(path, limit=STREAM_LIMIT)
         except OSError as exc:
             raise SandboxError(f"cannot reach sandbox {sandbox_id}: {exc}", code="unavailable") from exc

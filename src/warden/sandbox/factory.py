@@ -51,6 +51,10 @@ def build_backends(config: SandboxConfig, home: Path) -> dict[str, SandboxBacken
         elif name == "bwrap":
             from warden.sandbox.bwrap import BwrapBackend
 
-            # Weaker than gVisor: the host kernel is shared (namespaces, seccomp, cgroups).
+            if "gvisor" not in names:
+                log.warning(
+                    "sandboxes use bubblewrap, which is weaker than gVisor: user code runs on the "
+                    "host kernel (namespaces, seccomp, rlimits); install runsc for gVisor isolation"
+                )
             backends[name] = BwrapBackend(home / "bwrap", guest_dir(), rootfs=rootfs)
     return backends

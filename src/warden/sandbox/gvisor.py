@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from warden.sandbox.backend import BackendState, ControlStream, SandboxError
-from warden.sandbox.spec import SandboxSpec
+from warden.sandbox.spec import EGRESS_PROXY_PORT, SandboxSpec
 
 log = logging.getLogger("warden.sandbox.gvisor")
 
@@ -87,6 +87,7 @@ def supervisor_env(spec: SandboxSpec) -> dict[str, str]:
         "WARDEN_FSIZE_LIMIT": str(limits.disk_mb * 1024 * 1024),
         "WARDEN_DEFAULT_TIMEOUT": str(limits.timeout),
         "WARDEN_USER_ENV": json.dumps(spec.env, sort_keys=True),
+        "WARDEN_EGRESS_PORT": str(EGRESS_PROXY_PORT if spec.network.egress else 0),
     }
 
 
@@ -168,6 +169,16 @@ def check_id(sandbox_id: str) -> str:
     if not _ID.match(sandbox_id):
         raise SandboxError(f"invalid sandbox id {sandbox_id!r}", code="invalid_id")
     return sandbox_id
+
+
+ENDPOINTS = frozenset({"control", "egress"})
+"""The guest's sockets in /run/warden a host may connect to."""
+
+
+def check_endpoint(endpoint: str) -> str:
+    if endpoint not in ENDPOINTS:
+        raise SandboxError(f"unknown sandbox endpoint {endpoint!r}", code="invalid_endpoint")
+    return endpoint
 
 
 _STATES = {
@@ -352,12 +363,13 @@ class GVisorBackend:
     async def create(self, spec: SandboxSpec) -> None:
         await self._start(spec, "run")
 
-    async def connect(self, sandbox_id: str) -> ControlStream:
+    async def connect(self, sandbox_id: str, endpoint: str = "control") -> ControlStream:
+        socket = f"/run/warden/{check_endpoint(endpoint)}.sock"
         bundle = self._bundle(sandbox_id)
         log_file = await asyncio.to_thread(_open_log, bundle / "bridge.log")
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._argv("exec", self._cid(sandbox_id), *BRIDGE),
+                *self._argv("exec", self._cid(sandbox_id), *BRIDGE, socket),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 # Bridge and runsc errors go to a file: an unread stderr pipe could fill and block.

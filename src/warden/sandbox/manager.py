@@ -21,8 +21,11 @@ from sqlalchemy import and_, insert, select, update
 from warden.config import SandboxConfig, SandboxTemplate
 from warden.errors import Conflict, InvalidInput, NotFound
 from warden.ids import new_id
+from warden.netpolicy import EgressPolicy
 from warden.sandbox.backend import BackendState, SandboxBackend, SandboxError
 from warden.sandbox.channel import GuestChannel
+from warden.sandbox.egress import EgressProxy
+from warden.sandbox.guest.tunnel import Tunnel, TunnelError
 from warden.sandbox.spec import NetworkPolicy, ResourceLimits, SandboxSpec
 from warden.sandbox.workspace import WorkspaceVolumes
 from warden.store.database import Database, wall_clock
@@ -43,6 +46,8 @@ class SandboxState(StrEnum):
     FAILED = "failed"
 
 
+EGRESS_ATTACH_TIMEOUT = 10.0
+"""How long a (re)started sandbox's first use waits for its egress relay to listen."""
 TOUCH_EVERY = 5.0
 """Seconds between `last_used_at` writes of one sandbox (idle and TTL clocks are coarser)."""
 
@@ -96,6 +101,11 @@ class SnapshotRecord:
     created_at: float
 
 
+async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
 def _dir_size(path: Path) -> int:
     """Bytes on disk (blocks, so sparse volume images count what they hold)."""
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file() and not p.is_symlink())
@@ -116,6 +126,11 @@ class SandboxManager:
             folder.mkdir(parents=True, exist_ok=True)
         self.volumes = WorkspaceVolumes(home)
         self._channels: dict[str, GuestChannel] = {}
+        self._egress: dict[str, asyncio.Task[None]] = {}
+        """Per sandbox with egress on: the task serving its tunnel through the egress proxy."""
+        self._egress_ready: dict[str, asyncio.Event] = {}
+        """Set while the sandbox's relay is attached and listening."""
+        self._egress_policies: dict[str, EgressPolicy] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._touched: dict[str, float] = {}
         self._background: list[asyncio.Task[None]] = []
@@ -169,10 +184,8 @@ class SandboxManager:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._background.clear()
-        for channel in list(self._channels.values()):
-            with contextlib.suppress(Exception):
-                await channel.aclose()
-        self._channels.clear()
+        for sandbox_id in list(self._channels) + list(self._egress):
+            await self._disconnect(sandbox_id)
 
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
@@ -329,10 +342,7 @@ class SandboxManager:
 
     async def _destroy(self, record: SandboxRecord) -> None:
         async with self._lock(record.id):
-            channel = self._channels.pop(record.id, None)
-            if channel is not None:
-                with contextlib.suppress(Exception):
-                    await channel.aclose()
+            await self._disconnect(record.id)
             backend = self.backends.get(record.backend)
             if backend is not None:
                 await backend.destroy(record.id)
@@ -351,6 +361,7 @@ class SandboxManager:
             raise Conflict(f"sandbox {record.id} is {record.state.value}", code="sandbox_unavailable")
         channel = self._channels.get(record.id)
         if channel is not None and record.state is SandboxState.RUNNING and not channel.closed:
+            self._ensure_egress(record)
             return channel
         async with self._lock(record.id):
             current = await self._record(record.id)
@@ -370,7 +381,92 @@ class SandboxManager:
             if channel is None or channel.closed:
                 channel = GuestChannel(await backend.connect(current.id))
                 self._channels[current.id] = channel
+            if self._ensure_egress(current):
+                # Just (re)started: programs must find the proxy port on their first request.
+                try:
+                    async with asyncio.timeout(EGRESS_ATTACH_TIMEOUT):
+                        await self._egress_ready[current.id].wait()
+                except TimeoutError:
+                    log.warning(
+                        "sandbox %s: egress relay not attached after %ss", current.id, EGRESS_ATTACH_TIMEOUT
+                    )
             return channel
+
+    async def _disconnect(self, sandbox_id: str) -> None:
+        """Close the control channel and the egress tunnel (before a checkpoint or removal)."""
+        channel = self._channels.pop(sandbox_id, None)
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.aclose()
+        self._egress_ready.pop(sandbox_id, None)
+        task = self._egress.pop(sandbox_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- egress ----------------------------------------------------------------------------
+
+    def _ensure_egress(self, record: SandboxRecord) -> bool:
+        """Serve the sandbox's egress tunnel while it runs, when its template allows egress;
+        True when this call started serving it."""
+        running = self._egress.get(record.id)
+        if running is not None and not running.done():
+            return False
+        policy = self._egress_policy(record.template)
+        if policy is None:
+            return False
+        self._egress_ready[record.id] = asyncio.Event()
+        self._egress[record.id] = asyncio.get_running_loop().create_task(
+            self._serve_egress(record.id, self.backends[record.backend], policy), name=f"egress-{record.id}"
+        )
+        return True
+
+    def _egress_policy(self, template_name: str) -> EgressPolicy | None:
+        policy = self._egress_policies.get(template_name)
+        if policy is None:
+            template = self.config.template(template_name)
+            if template is None or not template.network.egress:
+                return None
+            network = template.network
+            policy = EgressPolicy.from_config(network.allow, network.ports, network.hosts)
+            self._egress_policies[template_name] = policy
+        return policy
+
+    async def _serve_egress(self, sandbox_id: str, backend: SandboxBackend, policy: EgressPolicy) -> None:
+        """Attach to the guest's relay and proxy its connections; re-attach (with back-off)
+        while the sandbox runs, for the relay outlives a broken bridge."""
+        loop = asyncio.get_running_loop()
+        backoff = 0.2
+        proxy = EgressProxy(policy, sandbox_id)
+        while True:
+            began = loop.time()
+            try:
+                stream = await backend.connect(sandbox_id, "egress")
+            except SandboxError as exc:
+                log.debug("egress tunnel of %s: %s", sandbox_id, exc)
+            else:
+                tunnel = Tunnel(stream.reader, stream.writer, accept=proxy.serve)
+                ready = self._egress_ready.setdefault(sandbox_id, asyncio.Event())
+                relay_ready = asyncio.ensure_future(_set_when(tunnel.ready, ready))
+                try:
+                    await tunnel.run()
+                except TunnelError as exc:
+                    log.warning("sandbox %s broke its egress tunnel: %s", sandbox_id, exc)
+                finally:
+                    relay_ready.cancel()
+                    ready.clear()
+                    # Closing our end makes the guest stop listening and abort its relayed
+                    # connections before it closes its own; stream.close() waits for that.
+                    await tunnel.aclose()
+                    await stream.close()
+            if loop.time() - began > 10:
+                backoff = 0.2
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            record = await self._record(sandbox_id)
+            if record is None or record.state not in (SandboxState.RUNNING, SandboxState.PAUSED):
+                return
 
     async def _wake(self, record: SandboxRecord, backend: SandboxBackend) -> None:
         template = self.template(record.template)
@@ -412,9 +508,7 @@ class SandboxManager:
             current = await self._record(record.id)
             if current is None or current.state not in (SandboxState.RUNNING, SandboxState.PAUSED):
                 return False
-            channel = self._channels.pop(record.id, None)
-            if channel is not None:
-                await channel.aclose()
+            await self._disconnect(record.id)
             if current.state is SandboxState.PAUSED:
                 await backend.resume(record.id)
             image = self.images / record.id
@@ -436,9 +530,7 @@ class SandboxManager:
         folder = self.snapshot_dir / snapshot_id
         image, workspace_copy = folder / "image", folder / "workspace"
         async with self._lock(record.id):
-            channel = self._channels.pop(record.id, None)
-            if channel is not None:
-                await channel.aclose()
+            await self._disconnect(record.id)
             await backend.checkpoint(record.id, image)
             try:
                 # The sandbox is stopped, so the copy of its files matches its memory image.

@@ -23,12 +23,16 @@ class ResourceLimits:
     """Default wall-clock limit of one call."""
 
 
+EGRESS_PROXY_PORT = 3128
+"""Where the supervisor listens inside the sandbox for programs' proxied connections."""
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkPolicy:
     egress: bool = False
-    """Off by default: the sandbox has only its own loopback."""
-    allow_cidrs: tuple[str, ...] = ()
-    allow_domains: tuple[str, ...] = ()
+    """Off by default: the sandbox has only its own loopback. On, the supervisor listens on
+    127.0.0.1:`EGRESS_PROXY_PORT` and relays each connection to the host's egress proxy, which
+    applies the template's allow-list; the sandbox itself still has no network interface."""
 
 
 @dataclass(frozen=True, slots=True)

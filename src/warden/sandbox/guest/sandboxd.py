@@ -75,6 +75,8 @@ class Config:
     """The interpreter that runs kernels."""
     drop_privileges: bool = True
     """Only when the supervisor runs as root; otherwise user code runs as the current user."""
+    egress_port: int = 0
+    """Loopback port of the egress relay (programs' HTTP proxy); 0 = no network at all."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -110,6 +112,7 @@ class Config:
             default_timeout=timeout if timeout > 0 else 60.0,
             python=env.get("WARDEN_PYTHON") or sys.executable,
             drop_privileges=root,
+            egress_port=integer("WARDEN_EGRESS_PORT", 0),
         )
 
 
@@ -749,6 +752,11 @@ class Supervisor:
             "MPLCONFIGDIR": "/tmp/.matplotlib",
             "XDG_CACHE_HOME": "/tmp/.cache",
         }
+        if self.config.egress_port:
+            proxy = f"http://127.0.0.1:{self.config.egress_port}"
+            for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+                env[name] = proxy
+            env["no_proxy"] = env["NO_PROXY"] = "localhost,127.0.0.1,::1"
         env.update(extra or {})
         return env
 
@@ -1160,10 +1168,15 @@ class Supervisor:
         prepare_socket(self.config.socket)
         server = await asyncio.start_unix_server(self.serve, self.config.socket, limit=MAX_LINE + 1)
         log.info("listening on %s (pid %d)", self.config.socket, os.getpid())
+        relay = EgressRelay(self.config) if self.config.egress_port else None
+        if relay is not None:
+            await relay.start()
         try:
             await stop.wait()
         finally:
             server.close()
+            if relay is not None:
+                relay.close()
             for context in self.contexts.values():
                 if context.kernel is not None:
                     context.kernel.kill()
@@ -1171,6 +1184,92 @@ class Supervisor:
                 command.kill()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.config.socket)
+
+
+class EgressRelay:
+    """Programs' HTTP proxy at 127.0.0.1:<egress_port>: every connection is relayed, unread,
+    through the tunnel the host attaches at ``egress.sock``; the host parses, decides and
+    connects. The sandbox never gets a network interface of its own.
+
+    The port listens only while a tunnel is attached, and detaching aborts the relayed
+    connections: gVisor cannot checkpoint a sandbox holding TCP sockets, so the host detaches
+    before every checkpoint and attaches again after the restore."""
+
+    def __init__(self, config: Config) -> None:
+        self.port = config.egress_port
+        self.socket = os.path.join(os.path.dirname(config.socket) or ".", "egress.sock")
+        self.tunnel: Any = None
+        """The most recently attached live tunnel."""
+        self._control: asyncio.AbstractServer | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self._relayed: set[asyncio.StreamWriter] = set()
+        try:
+            from warden.sandbox.guest import tunnel  # on the host (tests import this module)
+        except ImportError:
+            import tunnel  # type: ignore[import-not-found,no-redef]  # in the sandbox: next to this file
+        self._tunnel_module = tunnel
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
+        self._control = await asyncio.start_unix_server(self._attach, self.socket)
+        log.info("egress relay: host tunnel at %s, programs' proxy at 127.0.0.1:%d", self.socket, self.port)
+
+    def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+        self._stop_listening()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
+
+    async def _attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tunnel = self._tunnel_module.Tunnel(reader, writer)
+        self.tunnel = tunnel
+        try:
+            if self._listener is None:
+                self._listener = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+            tunnel.send(0, self._tunnel_module.READY)
+            await tunnel.run()
+        except self._tunnel_module.TunnelError as exc:
+            log.warning("egress tunnel closed: %s", exc)
+        except OSError as exc:
+            log.warning("egress relay cannot listen on port %d: %s", self.port, exc)
+        finally:
+            if self.tunnel is tunnel:
+                self.tunnel = None
+                self._stop_listening()
+            await tunnel.aclose()
+
+    def _stop_listening(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for writer in list(self._relayed):
+            writer.transport.abort()
+        self._relayed.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tunnel = self.tunnel
+        try:
+            if tunnel is None or tunnel.closed:
+                raise ConnectionRefusedError("the host's egress proxy is not attached")
+            channel = tunnel.open()
+        except (ConnectionError, OSError) as exc:
+            body = f"warden egress: unavailable ({exc})\n".encode()
+            writer.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+            return
+        self._relayed.add(writer)
+        try:
+            await self._tunnel_module.splice(channel, reader, writer)
+        finally:
+            self._relayed.discard(writer)
 
 
 def run_result(
