@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -115,9 +116,99 @@ class ToolConfig(_Section):
     """``package.module:attribute``: a `warden.tools.Tool` or a function to wrap as one."""
 
 
+MCP_SERVER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""MCP server names prefix their tools (``server.tool``), so unlike other names they hold no '.'."""
+
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class MCPServerConfig(_Section):
+    """An MCP server whose tools agents may call, as ``server.tool`` or ``server.*``."""
+
+    name: str = Field(pattern=MCP_SERVER_NAME_PATTERN)
+    """Prefix of the server's tools: lower-case letters, digits, '_' and '-' (no '.')."""
+    transport: Literal["stdio", "http"] | None = None
+    """Inferred when unset: ``stdio`` with ``command``, ``http`` with ``url``."""
+    command: str | None = None
+    """stdio: the executable to start."""
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    """stdio: extra environment variables (the server does not inherit Warden's secrets)."""
+    cwd: Path | None = None
+    url: str | None = None
+    """http: the Streamable HTTP endpoint, ``http(s)://host/mcp``."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    bearer_token_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    """http: name of the environment variable holding a bearer token (the value is never logged)."""
+    era: Literal["auto", "legacy", "modern"] = "auto"
+    """``auto`` probes ``server/discover`` and falls back to the ``initialize`` handshake (the
+    verdict is remembered); ``legacy`` goes straight to ``initialize``; ``modern`` requires 2026-07-28."""
+    stateful: bool = False
+    """One connection per Warden session (servers that keep state per client) instead of one shared."""
+    approval: Literal["manual", "auto"] = "manual"
+    """``auto`` pins unflagged tools the first time they are seen (trust on first use); flagged
+    and changed tools always wait for ``warden mcp approve``."""
+    connect_timeout: float = Field(default=30.0, gt=0, le=600)
+    """Seconds to start (or reach) the server and finish the handshake."""
+    call_timeout: float = Field(default=60.0, gt=0, le=24 * 3600)
+    """Seconds a call may go without a result or a progress notification."""
+    max_call_timeout: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    """Seconds a call may take at most, progress or not; then it is cancelled on the server."""
+    max_reconnects: int = Field(default=3, ge=0, le=100)
+    """Connection attempts after the first, with exponential backoff, before a call gives up."""
+    reconnect_backoff: float = Field(default=0.5, ge=0, le=600)
+    """Seconds before the first reconnection attempt; doubles each time."""
+    max_sessions: int = Field(default=64, ge=1, le=100_000)
+    """``stateful`` servers: connections kept open at most; the least recently used closes first."""
+    idempotent: bool = False
+    """Declare every tool of this server safe to re-run after an interruption. Servers' own
+    annotations are hints from an untrusted party, so Warden does not act on them."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("url must be an http:// or https:// URL with a host")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> MCPServerConfig:
+        if self.transport is None:
+            if self.command and self.url:
+                raise ValueError("give either 'command' (stdio) or 'url' (http), not both")
+            if not self.command and not self.url:
+                raise ValueError("an MCP server needs 'command' (stdio) or 'url' (http)")
+            self.transport = "stdio" if self.command else "http"
+        if self.transport == "stdio":
+            if not self.command:
+                raise ValueError("a stdio MCP server needs a 'command'")
+            if self.url or self.headers or self.bearer_token_env:
+                raise ValueError("'url', 'headers' and 'bearer_token_env' are for http servers")
+        else:
+            if not self.url:
+                raise ValueError("an http MCP server needs a 'url'")
+            if self.command or self.args or self.env or self.cwd:
+                raise ValueError("'command', 'args', 'env' and 'cwd' are for stdio servers")
+        if self.max_call_timeout < self.call_timeout:
+            raise ValueError("max_call_timeout must not be shorter than call_timeout")
+        return self
+
+    def bearer_token(self) -> str | None:
+        """The token from ``bearer_token_env`` (read at connect time, never stored or logged)."""
+        if not self.bearer_token_env:
+            return None
+        return os.environ.get(self.bearer_token_env) or None
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    mcp_allowed_origins: list[str] = Field(default_factory=list)
+    """Browser origins (``https://app.example.com``) allowed to call ``/mcp`` besides loopback
+    ones; any other ``Origin`` is refused (DNS-rebinding protection)."""
     max_input_chars: int = Field(default=200_000, ge=1)
     """Largest task input accepted."""
 
@@ -237,6 +328,21 @@ class WardenConfig(BaseSettings):
     """Folders of agent spec files (``*.yaml``), read in addition to ``agents``."""
     tools: list[ToolConfig] = Field(default_factory=list)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    mcp_servers: list[MCPServerConfig] = Field(default_factory=list)
+    """MCP servers whose tools agents may list as ``server.tool`` or ``server.*``."""
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _unique_mcp_names(cls, servers: list[MCPServerConfig]) -> list[MCPServerConfig]:
+        seen: set[str] = set()
+        for server in servers:
+            if server.name in seen:
+                raise ValueError(f"two MCP servers are named {server.name!r}")
+            seen.add(server.name)
+        return servers
+
+    def mcp_server(self, name: str) -> MCPServerConfig | None:
+        return next((s for s in self.mcp_servers if s.name == name), None)
 
     @classmethod
     def settings_customise_sources(

@@ -22,6 +22,7 @@ from warden.service.sessions import SessionService
 from warden.service.tasks import TaskService
 from warden.store.database import Database
 from warden.store.migrate import upgrade
+from warden.tools.mcp import MCPManager, PinStore
 from warden.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
@@ -44,13 +45,16 @@ class Runtime:
     tasks: TaskService
     sessions: SessionService
     sandboxes: SandboxManager | None = None
+    mcp: MCPManager | None = None
     _providers: dict[str, ModelProvider] = field(default_factory=dict)
     _started: bool = False
 
     @classmethod
     async def open(cls, config: WardenConfig) -> Runtime:
         config.home.mkdir(parents=True, exist_ok=True)
-        tools = ToolRegistry.from_config(config.tools)
+        # MCP servers are contacted lazily, on an agent's first call of one of their tools.
+        mcp = MCPManager(config.mcp_servers, log_dir=config.home / "mcp") if config.mcp_servers else None
+        tools = ToolRegistry.from_config(config.tools, mcp=mcp)
         specs = collect_specs(config)
         for spec in specs:
             if spec.model not in config.models:
@@ -77,6 +81,9 @@ class Runtime:
             )
             catalog = AgentCatalog(db, specs)
             await catalog.register()
+            if mcp is not None:
+                mcp.pins = PinStore(db)
+                await mcp.load()
         except BaseException:
             await db.dispose()
             raise
@@ -89,6 +96,7 @@ class Runtime:
             manager = SandboxManager(db, config.sandbox, backends, sandbox_home)
         return cls(
             sandboxes=manager,
+            mcp=mcp,
             config=config,
             db=db,
             bus=bus,
@@ -129,6 +137,8 @@ class Runtime:
             await self.sandboxes.start()
 
     async def close(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.aclose()
         if self.sandboxes is not None:
             await self.sandboxes.close()
         for provider in self._providers.values():

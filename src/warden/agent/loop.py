@@ -30,6 +30,7 @@ from warden.models.base import (
     TextDelta,
     ToolCall,
     ToolSpec,
+    wire_tool_names,
 )
 from warden.queue.lease import Lease
 from warden.queue.sql import SqlTaskQueue
@@ -186,7 +187,11 @@ class AgentLoop:
         self.journal = Journal(log.db, lease.task_id)
         self.phase = Phase.IDLE
         self.state: LoopState | None = None
-        self._tool_specs = tuple(ToolSpec(t.name, t.description, t.parameters) for t in tools.values())
+        # Models see provider-safe names (an MCP tool `time.now` is `time__now` on the wire);
+        # events, the gate and the journal's plans use the real ones.
+        wire = wire_tool_names(tools)
+        self._by_wire_name = {wire[name]: tool for name, tool in tools.items()}
+        self._tool_specs = tuple(ToolSpec(wire[t.name], t.description, t.parameters) for t in tools.values())
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -304,7 +309,7 @@ class AgentLoop:
         items += [
             (
                 EventType.TOOL_REQUESTED,
-                {"step": step, "call_id": c.id, "name": c.name, "arguments": c.arguments},
+                {"step": step, "call_id": c.id, "name": self._tool_name(c), "arguments": c.arguments},
             )
             for c in message.tool_calls
         ]
@@ -387,7 +392,7 @@ class AgentLoop:
             {
                 "step": plan.step,
                 "call_id": plan.call.id,
-                "name": plan.call.name,
+                "name": self._tool_name(plan.call),
                 "is_error": result.is_error,
                 "content": content,
                 "data": data,
@@ -463,10 +468,14 @@ class AgentLoop:
                 item = await self._finish_items(tx, plan)
                 await tx.emit_many(self.task_id, [item], guard=self.queue.guard(self.lease))
 
+    def _tool_name(self, call: ToolCall) -> str:
+        tool = self._by_wire_name.get(call.name)
+        return tool.name if tool is not None else call.name
+
     def _check_call(self, call: ToolCall) -> tuple[Tool | None, dict[str, Any] | None, str | None]:
-        tool = self.tools.get(call.name)
+        tool = self._by_wire_name.get(call.name)
         if tool is None:
-            known = ", ".join(sorted(self.tools)) or "none"
+            known = ", ".join(sorted(self._by_wire_name)) or "none"
             return None, None, f"unknown tool {call.name!r}; the tools you can call are: {known}"
         try:
             arguments = json.loads(call.arguments) if call.arguments.strip() else {}

@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        upload_max_bytes: int | None = None,
+        path_max_bytes: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.upload_max_bytes = upload_max_bytes or max_bytes
         """File uploads (``…/files/content``) may be larger than JSON bodies."""
+        self.path_max_bytes = dict(path_max_bytes or {})
+        """Caps of their own for exact paths (``/mcp`` carries base64 files in JSON-RPC)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.upload_max_bytes if scope.get("path", "").endswith("/files/content") else self.max_bytes
+        path = scope.get("path", "")
+        limit = self.path_max_bytes.get(path) or (
+            self.upload_max_bytes if path.endswith("/files/content") else self.max_bytes
+        )
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:

@@ -11,13 +11,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from warden import __version__
 from warden.api import _errors, agents, health, sandboxes, sessions, tasks
 from warden.api._limits import BodySizeLimit
 from warden.config import WardenConfig
+from warden.protocols.mcp import MCP_PATH, McpEndpoint, serve_http
+from warden.protocols.mcp.http import MAX_REQUEST_BYTES as MCP_MAX_REQUEST_BYTES
 from warden.runtime import Runtime
-from warden.service.keys import NewKey
+from warden.service.keys import DEFAULT_SCOPES, NewKey, Principal
 from warden.worker.worker import Worker
 
 log = logging.getLogger("warden.api")
@@ -29,8 +32,14 @@ def create_app(
     workers: int = 1,
     runtime: Runtime | None = None,
     on_bootstrap_key: Callable[[NewKey], None] | None = None,
+    mcp_conformance: bool = False,
 ) -> FastAPI:
-    """``workers`` worker loops run in this process beside the API (0: API only)."""
+    """``workers`` worker loops run in this process beside the API (0: API only).
+
+    ``mcp_conformance`` mounts the MCP conformance suite's fixtures at ``/mcp`` and lets every
+    ``/mcp`` request act, without a key, as a ``conformance`` tenant. Only the conformance entry
+    point (``warden.protocols.mcp.conformance``) sets it; no configuration can."""
+    mcp_endpoint = McpEndpoint()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,7 +57,14 @@ def create_app(
         app.state.workers = pool
         running = [asyncio.create_task(w.run(), name=f"worker:{w.id}") for w in pool]
         try:
-            yield
+            fixture_principal = await _conformance_principal(rt) if mcp_conformance else None
+            async with serve_http(
+                mcp_endpoint,
+                rt,
+                allowed_origins=config.server.mcp_allowed_origins,
+                fixture_principal=fixture_principal,
+            ):
+                yield
         finally:
             for w in pool:
                 w.request_stop()
@@ -70,7 +86,15 @@ def create_app(
         BodySizeLimit,
         max_bytes=config.server.max_input_chars * 6 + 64 * 1024,
         upload_max_bytes=sandboxes.MAX_FILE_BYTES,
+        path_max_bytes={MCP_PATH: MCP_MAX_REQUEST_BYTES},
     )
     for module in (tasks, sessions, agents, sandboxes, health):
         app.include_router(module.router)
+    # Any method: POST carries JSON-RPC, GET the legacy server-to-client stream, DELETE ends a session.
+    app.router.routes.append(Route(MCP_PATH, endpoint=mcp_endpoint, include_in_schema=False))
     return app
+
+
+async def _conformance_principal(rt: Runtime) -> Principal:
+    key = await rt.keys.create("conformance", name="MCP conformance fixtures", scopes=list(DEFAULT_SCOPES))
+    return await rt.keys.authenticate(key.secret)

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from warden.cli import _logging
 from warden.cli._common import api_key, api_url, config_from, console, fail, run_async
+from warden.cli.mcp import app as mcp_app
 from warden.cli.render import StreamRenderer
 from warden.cli.sandbox import app as sandbox_app
 from warden.client.http import WardenClient
@@ -36,6 +37,7 @@ keys_app = typer.Typer(
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(keys_app, name="keys")
+app.add_typer(mcp_app, name="mcp")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="warden.yaml to read.", exists=False)]
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Warden API URL (or WARDEN_URL).")]

@@ -6,7 +6,8 @@ because the journal stores them and a resumed task must rebuild them exactly.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -78,6 +79,28 @@ class ToolSpec:
     description: str
     parameters: dict[str, Any]
     """JSON Schema of the arguments object."""
+
+
+WIRE_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+"""What OpenAI's and Anthropic's APIs accept as a tool name."""
+
+
+def wire_tool_names(names: Iterable[str]) -> dict[str, str]:
+    """A provider-safe name for each tool name, one to one: ``time.now`` (an MCP tool) becomes
+    ``time__now``; other characters outside the set become ``_``; clashes get a suffix."""
+    wire: dict[str, str] = {}
+    taken: set[str] = set()
+    ordered = sorted(names, key=lambda n: (not WIRE_TOOL_NAME.match(n), n))  # valid names keep theirs
+    for name in ordered:
+        base = name if WIRE_TOOL_NAME.match(name) else re.sub(r"[^a-zA-Z0-9_-]", "_", name.replace(".", "__"))
+        base = base[:64] or "tool"
+        candidate, n = base, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{base[: 64 - len(str(n)) - 1]}_{n}"
+        taken.add(candidate)
+        wire[name] = candidate
+    return wire
 
 
 @dataclass(frozen=True, slots=True)

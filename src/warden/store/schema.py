@@ -170,3 +170,31 @@ snapshots = Table(
     Column("size_bytes", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+mcp_servers = Table(
+    "mcp_servers",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    # The negotiated era (legacy or modern) of a server configured as `auto`.
+    Column("era", String(16)),
+    Column("updated_at", Float, nullable=False),
+)
+
+mcp_tools = Table(
+    "mcp_tools",
+    metadata,
+    Column("server", String(64), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    # The definition last listed (name, description, inputSchema, annotations), its hash and
+    # the poisoning rules it trips; the pin is approved_sha256: the tool runs only while the
+    # listed definition hashes to it.
+    Column("definition", Json, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("flags", Json, nullable=False),
+    Column("approved_definition", Json),
+    Column("approved_sha256", String(64)),
+    Column("approved_by", String(200)),
+    Column("approved_at", Float),
+    Column("first_seen_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+)

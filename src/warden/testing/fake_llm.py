@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from warden.models.base import Message, ToolCall, ToolSpec, Usage
+from warden.models.base import WIRE_TOOL_NAME, Message, ToolCall, ToolSpec, Usage
 from warden.models.script import RenderedStep, Script, ScriptStep, chunks, render_step
 from warden.models.scripted import estimate_usage
 
@@ -599,6 +599,12 @@ class FakeLLMServer:
             return _TimedReply(self, _error_plan(wire, 404, f"model {model!r} not found (known: {known})"))
         messages = openai_messages(body) if wire == "openai" else anthropic_messages(body)
         tools = openai_tools(body) if wire == "openai" else anthropic_tools(body)
+        for index, tool in enumerate(tools):
+            # As the real APIs do: a name outside this pattern is a 400 for the whole request.
+            if not WIRE_TOOL_NAME.match(tool.name):
+                where = f"tools[{index}].function.name" if wire == "openai" else f"tools.{index}.name"
+                message = f"Invalid '{where}': string does not match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+                return _TimedReply(self, _error_plan(wire, 400, message))
         if isinstance(source, Script):
             step = source.step_for(messages)
         else:

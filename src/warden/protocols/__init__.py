@@ -1,0 +1,1 @@
+"""Protocol adapters over Warden's services: the MCP server (and, later, A2A)."""

