@@ -180,3 +180,39 @@ def test_a_bad_config_file_is_a_clear_error(tmp_path: Path, content: str, messag
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _mcp_config(tmp: Path) -> Path:
+    server = Path(sys.executable).parent / "mcp-server-time"
+    path = tmp / "warden.yaml"
+    path.write_text(f"mcp_servers:\n  - name: time\n    command: {json.dumps(str(server))}\n")
+    return path
+
+
+def test_mcp_list_inspect_approve_pins_a_real_server(tmp_path: Path) -> None:
+    config = str(_mcp_config(tmp_path))
+    listed = warden(tmp_path, "mcp", "list", "--config", config)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "time.get_current_time" in listed.stdout and "pending" in listed.stdout
+
+    inspected = warden(tmp_path, "mcp", "inspect", "time", "get_current_time", "--config", config)
+    assert inspected.returncode == 0, inspected.stdout + inspected.stderr
+    assert re.search(r"[0-9a-f]{12}", inspected.stdout) and "timezone" in inspected.stdout
+
+    approved = warden(tmp_path, "mcp", "approve", "time", "--by", "alice", "--config", config)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert "approved time.get_current_time" in approved.stdout and "alice" in approved.stdout
+
+    offline = warden(tmp_path, "mcp", "list", "--offline", "--config", config)
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+    line = next(x for x in offline.stdout.splitlines() if "time.get_current_time" in x)
+    assert "approved" in line
+
+
+def test_mcp_commands_on_an_unknown_server_are_one_clear_line(tmp_path: Path) -> None:
+    config = str(_mcp_config(tmp_path))
+    for args in (("inspect", "nope"), ("approve", "nope")):
+        result = warden(tmp_path, "mcp", *args, "--config", config)
+        assert result.returncode != 0
+        assert "nope" in result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
