@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -168,8 +169,15 @@ async def test_hibernation_frees_the_sandbox_and_restores_it_on_use(harness: War
         await _code(client, sandbox_id, "big = list(range(100000))\nopen('f.txt', 'w').write('kept')")
         hibernated = await client.post(f"/v1/sandboxes/{sandbox_id}/hibernate")
         assert hibernated.json()["state"] == "hibernated"
+        # Nothing of it stays on the host but files: no runsc process, no workspace mount.
+        assert harness.runtime is not None and harness.runtime.sandboxes is not None
+        manager = harness.runtime.sandboxes
+        (record,) = [r for r in await _all_sandboxes(harness) if r.id == sandbox_id]
+        assert sandbox_id not in await manager.backends[record.backend].list()
+        assert not os.path.ismount(record.workspace)
         result = await _code(client, sandbox_id, "len(big), open('f.txt').read()")
         assert result["value"] == "(100000, 'kept')"
+        assert os.path.ismount(record.workspace) or not manager.volumes.quota_enforced
 
 
 async def test_snapshot_restore_and_fork_continue_from_the_saved_state(harness: WardenHarness) -> None:

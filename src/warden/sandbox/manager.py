@@ -515,6 +515,8 @@ class SandboxManager:
             await asyncio.to_thread(shutil.rmtree, image, True)
             await backend.checkpoint(record.id, image)
             await backend.destroy(record.id)
+            # A hibernated sandbox holds no loop device or mount either; waking mounts it again.
+            await self.volumes.unmount(Path(current.workspace))
             await self._set(record.id, state=SandboxState.HIBERNATED.value, image_path=str(image))
         return True
 
