@@ -122,6 +122,94 @@ MCP_SERVER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
+class MCPOAuthConfig(_Section):
+    """OAuth 2.1 for an HTTP MCP server (discovery, registration, PKCE and refresh are the
+    ``mcp`` SDK's); tokens live in memory only, and secrets come from environment variables."""
+
+    grant: Literal["authorization_code", "client_credentials"] = "authorization_code"
+    """``client_credentials``: the client acts as itself (needs ``client_id`` and a secret).
+    ``authorization_code``: Warden follows the authorization redirect itself, without a
+    browser, so the authorization server must approve this client without a person (a
+    pre-approved or trusted client); an interactive login or consent page fails the connection."""
+    client_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    """A pre-registered client; without one, Warden registers dynamically (or uses
+    ``client_metadata_url`` where the authorization server accepts it)."""
+    client_secret_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    """Name of the environment variable holding the client secret (the value is never logged)."""
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | None = None
+    """How a pre-registered client authenticates at the token endpoint; defaults to
+    ``client_secret_basic`` with a secret and ``none`` without."""
+    issuer: str | None = None
+    """The authorization server a pre-registered ``client_id`` belongs to; when set, Warden
+    refuses to send its credentials to any other."""
+    scopes: list[str] = Field(default_factory=list)
+    """Scopes to ask for; empty lets the server's challenge and metadata decide."""
+    client_metadata_url: str | None = None
+    """``authorization_code``: an https URL of this client's metadata document, used as its
+    ``client_id`` where the authorization server supports client ID metadata documents."""
+    redirect_uri: str = "http://localhost/oauth/callback"
+    """``authorization_code``: the registered redirect URI; Warden reads the code from the
+    authorization server's redirect to it and never serves it."""
+    client_name: str = "warden"
+
+    @field_validator("scopes")
+    @classmethod
+    def _scope_tokens(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not scope or any(c.isspace() or c in '"\\' for c in scope):
+                raise ValueError(f"invalid OAuth scope {scope!r}")
+        return value
+
+    @field_validator("issuer", "redirect_uri")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("client_metadata_url")
+    @classmethod
+    def _metadata_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme != "https" or not parsed.hostname or parsed.path in ("", "/"):
+                raise ValueError("client_metadata_url must be an https:// URL with a path")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> MCPOAuthConfig:
+        if self.client_secret_env and not self.client_id:
+            raise ValueError("'client_secret_env' needs the 'client_id' it belongs to")
+        if self.token_endpoint_auth_method is not None and not self.client_id:
+            raise ValueError("'token_endpoint_auth_method' is for a pre-registered 'client_id'")
+        if self.token_endpoint_auth_method == "none" and self.client_secret_env:
+            raise ValueError("token_endpoint_auth_method 'none' sends no secret: drop 'client_secret_env'")
+        if self.token_endpoint_auth_method not in (None, "none") and not self.client_secret_env:
+            raise ValueError(
+                f"token_endpoint_auth_method {self.token_endpoint_auth_method!r} needs 'client_secret_env'"
+            )
+        if self.grant == "client_credentials":
+            if not self.client_id or not self.client_secret_env:
+                raise ValueError("grant 'client_credentials' needs 'client_id' and 'client_secret_env'")
+            if self.client_metadata_url:
+                raise ValueError("'client_metadata_url' is for grant 'authorization_code'")
+        return self
+
+    @property
+    def auth_method(self) -> Literal["client_secret_basic", "client_secret_post", "none"]:
+        if self.token_endpoint_auth_method is not None:
+            return self.token_endpoint_auth_method
+        return "client_secret_basic" if self.client_secret_env else "none"
+
+    def client_secret(self) -> str | None:
+        """The secret from ``client_secret_env`` (read when needed, never stored in config or logged)."""
+        if not self.client_secret_env:
+            return None
+        return os.environ.get(self.client_secret_env) or None
+
+
 class MCPServerConfig(_Section):
     """An MCP server whose tools agents may call, as ``server.tool`` or ``server.*``."""
 
@@ -140,6 +228,12 @@ class MCPServerConfig(_Section):
     headers: dict[str, str] = Field(default_factory=dict)
     bearer_token_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
     """http: name of the environment variable holding a bearer token (the value is never logged)."""
+    oauth: MCPOAuthConfig | None = None
+    """http: OAuth 2.1 instead of a static bearer token."""
+    elicitation: Literal["decline", "accept_defaults"] = "decline"
+    """What Warden answers a server's elicitation (or input-required) request, with no person
+    at the MCP layer: ``decline``, or ``accept_defaults`` — accept with the requested schema's
+    default values, declining when a required field has no default."""
     era: Literal["auto", "legacy", "modern"] = "auto"
     """``auto`` probes ``server/discover`` and falls back to the ``initialize`` handshake (the
     verdict is remembered); ``legacy`` goes straight to ``initialize``; ``modern`` requires 2026-07-28."""
@@ -185,13 +279,17 @@ class MCPServerConfig(_Section):
         if self.transport == "stdio":
             if not self.command:
                 raise ValueError("a stdio MCP server needs a 'command'")
-            if self.url or self.headers or self.bearer_token_env:
-                raise ValueError("'url', 'headers' and 'bearer_token_env' are for http servers")
+            if self.url or self.headers or self.bearer_token_env or self.oauth:
+                raise ValueError("'url', 'headers', 'bearer_token_env' and 'oauth' are for http servers")
         else:
             if not self.url:
                 raise ValueError("an http MCP server needs a 'url'")
             if self.command or self.args or self.env or self.cwd:
                 raise ValueError("'command', 'args', 'env' and 'cwd' are for stdio servers")
+        if self.oauth is not None and self.bearer_token_env:
+            raise ValueError("give either 'bearer_token_env' or 'oauth', not both")
+        if self.oauth is not None and any(h.lower() == "authorization" for h in self.headers):
+            raise ValueError("an 'Authorization' header cannot be combined with 'oauth'")
         if self.max_call_timeout < self.call_timeout:
             raise ValueError("max_call_timeout must not be shorter than call_timeout")
         return self

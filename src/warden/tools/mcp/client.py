@@ -4,12 +4,14 @@ session for stateful servers), tool discovery checked against pins, and calls as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
@@ -19,6 +21,7 @@ from warden.tools.base import ToolContext, ToolResult
 from warden.tools.mcp.adapter import MCPTool, split_qualified, to_tool_result
 from warden.tools.mcp.connection import Connection, MCPTimeout, MCPUnavailable, describe
 from warden.tools.mcp.era import Era, EraCache, EraVerdict
+from warden.tools.mcp.oauth import build_auth
 from warden.tools.mcp.pins import MemoryPins, Pins, Sighting, ToolRecord, ToolStatus
 from warden.tools.mcp.poisoning import scan
 
@@ -72,6 +75,7 @@ class MCPManager:
         self._proxies: dict[str, MCPTool] = {}
         self._lock = asyncio.Lock()
         self._discovery_locks: dict[str, asyncio.Lock] = {}
+        self._auth: dict[str, httpx2.Auth] = {}
         self._closed = False
 
     # -- configuration and catalogue -----------------------------------------------------
@@ -153,7 +157,19 @@ class MCPManager:
         await self.pins.remember_era(server, era.value)
 
     def _new_connection(self, cfg: MCPServerConfig, label: str) -> Connection:
-        return Connection(cfg, eras=self.eras, on_era=self._on_era, log_dir=self._log_dir, label=label)
+        auth = None
+        if cfg.oauth is not None:
+            # One OAuth provider per server: its sessions' connections share the tokens.
+            # (A missing secret is left to the connection, which reports it when connecting.)
+            auth = self._auth.get(cfg.name)
+            if auth is None:
+                with contextlib.suppress(WardenError):
+                    auth = build_auth(cfg)
+                if auth is not None:
+                    self._auth[cfg.name] = auth
+        return Connection(
+            cfg, eras=self.eras, on_era=self._on_era, log_dir=self._log_dir, label=label, auth=auth
+        )
 
     async def connection(self, server: str, owner: str | None = None) -> Connection:
         """The connection for a call: the server's shared one, or ``owner``'s (a Warden session

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import anyio
+import httpx2
 import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client._transport import Transport, TransportStreams
@@ -25,7 +26,9 @@ from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST
 from warden import __version__
 from warden.config import MCPServerConfig
 from warden.errors import WardenError
+from warden.tools.mcp.elicitation import elicitation_policy
 from warden.tools.mcp.era import Era, EraCache, EraVerdict, client_mode, era_of
+from warden.tools.mcp.oauth import build_auth
 
 log = logging.getLogger("warden.mcp")
 
@@ -78,9 +81,11 @@ def _session_gone(exc: MCPError) -> bool:
 
 
 @asynccontextmanager
-async def _http_transport(url: str, headers: dict[str, str]) -> AsyncIterator[TransportStreams]:
+async def _http_transport(
+    url: str, headers: dict[str, str], auth: httpx2.Auth | None = None
+) -> AsyncIterator[TransportStreams]:
     async with (
-        create_mcp_http_client(headers=headers) as http,
+        create_mcp_http_client(headers=headers, auth=auth) as http,
         streamable_http_client(url, http_client=http) as streams,
     ):
         yield streams
@@ -101,8 +106,12 @@ class Connection:
         on_era: EraListener | None = None,
         log_dir: Path | None = None,
         label: str | None = None,
+        auth: httpx2.Auth | None = None,
     ) -> None:
+        """``auth``: the server's OAuth provider, shared by its connections (it holds the
+        tokens); built from ``config.oauth`` when not given."""
         self.config = config
+        self._auth = auth
         self.label = label or config.name
         self._eras = eras
         self._on_era = on_era
@@ -235,7 +244,12 @@ class Connection:
             )
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return _http_transport(cfg.url, headers)
+        if cfg.oauth is not None and self._auth is None:
+            try:
+                self._auth = build_auth(cfg)
+            except WardenError as exc:
+                raise MCPUnavailable(exc.message) from None
+        return _http_transport(cfg.url, headers, self._auth)
 
     def _stderr(self) -> TextIO:
         """Where a stdio server's stderr goes: a log file per server under Warden's home."""
@@ -253,6 +267,7 @@ class Connection:
             mode=mode,
             cache=None,  # tools/list must reach the server: pins compare what it says now
             client_info=types.Implementation(name="warden", version=__version__),
+            elicitation_callback=elicitation_policy(self.config.elicitation),
         )
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
