@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from warden.events.log import Tx
 from warden.store.database import Database
@@ -45,41 +45,49 @@ class Journal:
         return self.entries.get(key)
 
     async def start(self, tx: Tx, key: str, data: Any = None) -> None:
-        if key in self.entries:
-            await tx.conn.execute(
-                update(journal)
-                .where(journal.c.task_id == self.task_id, journal.c.key == key)
-                .values(status=EntryStatus.STARTED.value, data=data, started_at=tx.db.now(), finished_at=None)
-            )
-        else:
-            await tx.conn.execute(
-                insert(journal).values(
-                    task_id=self.task_id,
-                    key=key,
-                    status=EntryStatus.STARTED.value,
-                    data=data,
-                    started_at=tx.db.now(),
-                )
-            )
+        statements = _statements(tx.db)
+        statement = statements.restart if key in self.entries else statements.start
+        await tx.write(statement, {"j_task": self.task_id, "j_key": key, "j_data": data})
         self.entries[key] = JournalEntry(key, EntryStatus.STARTED, data)
 
     async def finish(self, tx: Tx, key: str, data: Any) -> None:
-        now = tx.db.now()
-        if key in self.entries:
-            await tx.conn.execute(
-                update(journal)
-                .where(journal.c.task_id == self.task_id, journal.c.key == key)
-                .values(status=EntryStatus.FINISHED.value, data=data, finished_at=now)
-            )
-        else:
-            await tx.conn.execute(
-                insert(journal).values(
-                    task_id=self.task_id,
-                    key=key,
-                    status=EntryStatus.FINISHED.value,
-                    data=data,
-                    started_at=now,
-                    finished_at=now,
-                )
-            )
+        statements = _statements(tx.db)
+        statement = statements.refinish if key in self.entries else statements.finish
+        await tx.write(statement, {"j_task": self.task_id, "j_key": key, "j_data": data})
         self.entries[key] = JournalEntry(key, EntryStatus.FINISHED, data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The journal's writes, built once per dialect with bind parameters (building Core
+    statements on every call costs more than running them)."""
+
+    start: Any
+    restart: Any
+    finish: Any
+    refinish: Any
+
+
+_BUILT: dict[str, _Statements] = {}
+
+
+def _statements(db: Database) -> _Statements:
+    built = _BUILT.get(db.dialect)
+    if built is None:
+        now = db.now()
+        this = (journal.c.task_id == bindparam("j_task"), journal.c.key == bindparam("j_key"))
+        data = bindparam("j_data", type_=journal.c.data.type)
+        row = {"task_id": bindparam("j_task"), "key": bindparam("j_key"), "data": data}
+        built = _BUILT[db.dialect] = _Statements(
+            start=insert(journal).values(**row, status=EntryStatus.STARTED.value, started_at=now),
+            restart=update(journal)
+            .where(*this)
+            .values(status=EntryStatus.STARTED.value, data=data, started_at=now, finished_at=None),
+            finish=insert(journal).values(
+                **row, status=EntryStatus.FINISHED.value, started_at=now, finished_at=now
+            ),
+            refinish=update(journal)
+            .where(*this)
+            .values(status=EntryStatus.FINISHED.value, data=data, finished_at=now),
+        )
+    return built

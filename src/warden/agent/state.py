@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from warden.events.log import Tx
 from warden.models.base import Message, Usage
@@ -65,10 +65,18 @@ async def latest_checkpoint(db: Database, task_id: str) -> LoopState | None:
 
 async def save_checkpoint(tx: Tx, task_id: str, state: LoopState, *, update_usage: bool = True) -> None:
     """``update_usage=False`` when the caller sets the task's usage in a statement it makes anyway."""
-    await tx.conn.execute(
-        insert(checkpoints).values(
-            task_id=task_id, step=state.step, state=state.to_dict(), created_at=tx.db.now()
+    statement = _INSERTS.get(tx.db.dialect)
+    if statement is None:
+        # Built once per dialect, with bind parameters: building it costs more than running it.
+        statement = _INSERTS[tx.db.dialect] = insert(checkpoints).values(
+            task_id=bindparam("c_task"),
+            step=bindparam("c_step"),
+            state=bindparam("c_state", type_=checkpoints.c.state.type),
+            created_at=tx.db.now(),
         )
-    )
+    await tx.write(statement, {"c_task": task_id, "c_step": state.step, "c_state": state.to_dict()})
     if update_usage:
-        await tx.conn.execute(update(tasks).where(tasks.c.id == task_id).values(usage=state.usage_dict()))
+        await tx.write(update(tasks).where(tasks.c.id == task_id).values(usage=state.usage_dict()))
+
+
+_INSERTS: dict[str, Any] = {}

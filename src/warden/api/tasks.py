@@ -45,8 +45,12 @@ async def submit_task(body: SubmitTask, request: Request, response: Response, ca
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/v1/tasks/{task.id}"
+    # A new task is reported as accepted, `queued`: a worker may already have leased it by the
+    # time it is read back, and the reply must not depend on that race. A repeat (idempotency
+    # key) reports the first task's current status.
+    status = TaskStatus.QUEUED if created else task.status
     return TaskAccepted(
-        id=task.id, status=task.status, session_id=task.session_id, events_url=f"/v1/tasks/{task.id}/events"
+        id=task.id, status=status, session_id=task.session_id, events_url=f"/v1/tasks/{task.id}/events"
     )
 
 

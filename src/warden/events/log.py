@@ -4,17 +4,19 @@ transaction commits, so no subscriber ever sees an event the log does not hold."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ClauseElement, Connection, Executable, Integer, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warden.events.bus import EventBus
 from warden.events.types import Event, EventType
+from warden.store._sqlite_writer import WriterTransaction
 from warden.store.database import Database
 from warden.store.schema import events as events_table
 from warden.store.schema import tasks as tasks_table
@@ -40,6 +42,15 @@ class Tx:
         self.emitted: list[Event] = []
         self._after_commit: list[Callable[[], None]] = []
 
+    async def write(self, statement: Executable, parameters: dict[str, Any] | None = None) -> None:
+        """Execute a statement whose result is not needed. On SQLite it is sent to the writer
+        with the transaction's next unit of work (its error, if any, surfaces there, at the
+        latest when the transaction commits); on PostgreSQL it runs at once."""
+        if isinstance(self.conn, WriterTransaction):
+            self.conn.defer(statement, parameters)
+        else:
+            await self.conn.execute(statement, parameters)
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the transaction has committed (wake workers, signal cancels)."""
         self._after_commit.append(callback)
@@ -56,26 +67,72 @@ class Tx:
         if not items:
             return []
         count = len(items)
-        statement = update(tasks_table).where(tasks_table.c.id == task_id)
-        values: dict[str, Any] = {"last_seq": tasks_table.c.last_seq + count}
-        if guard is not None:
-            statement = statement.where(*guard.where)
-            values.update(guard.values)
-        row = (await self.conn.execute(statement.values(**values).returning(tasks_table.c.last_seq))).first()
-        if row is None:
-            raise guard.error() if guard is not None else LookupError(f"no task {task_id}")
-        last = row.last_seq
+        bump, params = _bump(task_id, count, guard)
         ts = time.time()
-        new = [Event(task_id, last - count + 1 + i, ts, etype, data) for i, (etype, data) in enumerate(items)]
-        await self.conn.execute(
-            insert(events_table),
-            [
-                {"task_id": e.task_id, "seq": e.seq, "ts": e.ts, "type": e.type.value, "data": e.data}
-                for e in new
-            ],
-        )
+
+        def append(conn: Connection) -> list[Event] | None:
+            # One unit of work: the seq bump and the rows, in one hand-off to the writer.
+            row = conn.execute(bump, params).first()
+            if row is None:
+                return None
+            first = row.last_seq - count + 1
+            new = [Event(task_id, first + i, ts, etype, data) for i, (etype, data) in enumerate(items)]
+            conn.execute(
+                _INSERT_EVENTS,
+                [
+                    {"task_id": e.task_id, "seq": e.seq, "ts": e.ts, "type": e.type.value, "data": e.data}
+                    for e in new
+                ],
+            )
+            return new
+
+        new = await self.conn.run_sync(append)
+        if new is None:
+            raise guard.error() if guard is not None else LookupError(f"no task {task_id}")
         self.emitted.extend(new)
         return new
+
+
+_INSERT_EVENTS = insert(events_table)
+_BUMPS: dict[tuple[Any, ...], tuple[Any, tuple[Any, ...]]] = {}
+
+
+def _bump(task_id: str, count: int, guard: Guard | None) -> tuple[Any, dict[str, Any]]:
+    """The task-row update of an emit (``last_seq += count``, fenced and extended by ``guard``)
+    and its parameters. Statements are cached by the guard's conditions and SQL values (the
+    queue builds those once per lease), with plain values as bind parameters: building a Core
+    statement on every emit costs more than running it."""
+    params: dict[str, Any] = {"e_task": task_id, "e_count": count}
+    where: tuple[Any, ...] = ()
+    sql_values: dict[str, Any] = {}
+    plain: list[str] = []
+    if guard is not None:
+        where = guard.where
+        for name, value in guard.values.items():
+            if isinstance(value, ClauseElement):
+                sql_values[name] = value
+            else:
+                plain.append(name)
+                params[f"e_{name}"] = value
+    # Identities are stable keys: the cache entry keeps the objects alive.
+    key = (id(where), tuple((n, id(v)) for n, v in sorted(sql_values.items())), tuple(sorted(plain)))
+    cached = _BUMPS.get(key)
+    if cached is None:
+        if len(_BUMPS) >= 1024:
+            _BUMPS.clear()
+        values: dict[str, Any] = {
+            "last_seq": tasks_table.c.last_seq + bindparam("e_count", type_=Integer),
+            **sql_values,
+            **{n: bindparam(f"e_{n}", type_=tasks_table.c[n].type) for n in plain},
+        }
+        statement = (
+            update(tasks_table)
+            .where(tasks_table.c.id == bindparam("e_task"), *where)
+            .values(**values)
+            .returning(tasks_table.c.last_seq)
+        )
+        cached = _BUMPS[key] = (statement, (where, *sql_values.values()))
+    return cached[0], params
 
 
 class EventLog:
@@ -87,9 +144,21 @@ class EventLog:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self.db.transaction() as conn:
-            tx = Tx(conn, self.db)
-            yield tx
+        tx: Tx | None = None
+        try:
+            async with self.db.transaction() as conn:
+                tx = Tx(conn, self.db)
+                yield tx
+        except asyncio.CancelledError:
+            # Cancelled while the commit was in flight, the SQLite writer waits for its
+            # outcome: if it committed, the events exist and are published all the same.
+            if tx is not None and isinstance(tx.conn, WriterTransaction) and tx.conn.committed:
+                self._committed(tx)
+            raise
+        assert tx is not None
+        self._committed(tx)
+
+    def _committed(self, tx: Tx) -> None:
         if tx.emitted:
             self.bus.publish(tx.emitted)
         for callback in tx._after_commit:

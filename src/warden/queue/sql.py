@@ -22,6 +22,8 @@ class SqlTaskQueue:
         self.db = log.db
         self.lease_ttl = lease_ttl
         self.retry_backoff = retry_backoff
+        self._lease_until = self.db.now() + lease_ttl
+        self._guard_where: dict[tuple[str, int], tuple[Any, ...]] = {}
 
     # -- producers -------------------------------------------------------------------------
 
@@ -110,15 +112,18 @@ class SqlTaskQueue:
         def lost() -> Exception:
             return LeaseLost(f"lease on task {lease.task_id} (attempt {lease.attempt}) was lost")
 
-        return Guard(
-            where=(
+        # Built once per lease (SQL expressions are immutable): a step makes several guards.
+        key = (lease.owner, lease.attempt)
+        where = self._guard_where.get(key)
+        if where is None:
+            if len(self._guard_where) >= 1024:
+                self._guard_where.clear()
+            where = self._guard_where[key] = (
                 tasks.c.lease_owner == lease.owner,
                 tasks.c.attempt == lease.attempt,
                 tasks.c.status == TaskStatus.RUNNING.value,
-            ),
-            values={"lease_until": self.db.now() + self.lease_ttl, **values},
-            error=lost,
-        )
+            )
+        return Guard(where=where, values={"lease_until": self._lease_until, **values}, error=lost)
 
     async def fence(self, tx: Tx, lease: Lease) -> None:
         """Prove inside ``tx`` that the lease is still ours, extending it; else raise LeaseLost."""

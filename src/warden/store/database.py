@@ -1,27 +1,34 @@
 """Engines and transactions for SQLite (WAL, one writer connection) and PostgreSQL.
 
 SQLite allows one writer at a time; funnelling every write transaction through a single
-connection opened with BEGIN IMMEDIATE turns lock contention into an orderly queue.
+connection opened with BEGIN IMMEDIATE turns lock contention into an orderly queue. That
+connection is owned by a dedicated thread (`_sqlite_writer`) that runs a transaction's
+statements in a few hand-offs instead of several per statement; readers use an aiosqlite pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, func, literal_column, text
+from sqlalchemy import Engine, create_engine, event, func, literal_column, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from warden.errors import ConfigError, StorageError
+from warden.store._sqlite_writer import SqliteWriter, WriterTransaction
 
 log = logging.getLogger("warden.store")
+
+_WRITER_WAIT = 60.0
+"""Seconds a write transaction waits for the writer connection before giving up."""
 
 
 class Database:
@@ -42,12 +49,13 @@ class Database:
                 parsed = parsed.set(drivername="sqlite+aiosqlite")
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self._writer = create_async_engine(
-                parsed, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
-            )
             self._reader = create_async_engine(parsed, echo=echo, pool_size=8, max_overflow=8)
-            _configure_sqlite(self._writer, immediate=True)
-            _configure_sqlite(self._reader, immediate=False)
+            _configure_sqlite(self._reader.sync_engine, immediate=False)
+            # The writer: one plain sqlite3 connection, used only by the writer thread.
+            sync_engine = create_engine(parsed.set(drivername="sqlite+pysqlite"), echo=echo)
+            _configure_sqlite(sync_engine, immediate=True)
+            self._sqlite_writer: SqliteWriter | None = SqliteWriter(sync_engine)
+            self._writer = self._reader
         else:
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+asyncpg")
@@ -57,6 +65,7 @@ class Database:
                 parsed, echo=echo, pool_size=10, max_overflow=20, pool_recycle=1800
             )
             self._reader = self._writer
+            self._sqlite_writer = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -64,6 +73,7 @@ class Database:
 
     @property
     def engine(self) -> AsyncEngine:
+        """The async engine; on SQLite it serves reads only (writes go through `transaction()`)."""
         return self._writer
 
     def now(self) -> ColumnElement[float]:
@@ -76,13 +86,41 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on success, rolled back on any exception."""
         try:
-            async with self._writer.begin() as conn:
-                yield conn
+            if self._sqlite_writer is not None:
+                async with self._sqlite_transaction(self._sqlite_writer) as tx:
+                    yield cast(AsyncConnection, tx)
+            else:
+                async with self._writer.begin() as conn:
+                    yield conn
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_unavailable(exc):
                 raise
             log.warning("database error: %s", _short(exc))
+            if _is_full(exc):
+                raise StorageError(
+                    "the database's disk is full: nothing was written; see the server log"
+                ) from exc
             raise StorageError("the database is unavailable; see the server log") from exc
+
+    @asynccontextmanager
+    async def _sqlite_transaction(self, writer: SqliteWriter) -> AsyncIterator[WriterTransaction]:
+        try:
+            async with asyncio.timeout(_WRITER_WAIT):
+                await writer.lock.acquire()
+        except TimeoutError:
+            raise StorageError(
+                f"no write transaction could start for {_WRITER_WAIT:.0f} s: the writer connection is busy"
+            ) from None
+        try:
+            tx = WriterTransaction(writer)
+            try:
+                yield tx
+            except BaseException:
+                await tx.rollback()
+                raise
+            await tx.commit()
+        finally:
+            writer.lock.release()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -100,6 +138,8 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
@@ -110,8 +150,8 @@ def wall_clock() -> float:
     return time.time()
 
 
-def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from the driver so BEGIN IMMEDIATE is ours to emit.
         dbapi_conn.isolation_level = None
@@ -122,7 +162,7 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -140,6 +180,11 @@ def _is_unavailable(exc: DBAPIError) -> bool:
             "no space",
         )
     )
+
+
+def _is_full(exc: DBAPIError) -> bool:
+    message = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return "disk is full" in message or "no space" in message or "disk full" in message
 
 
 def _short(exc: BaseException) -> str:
