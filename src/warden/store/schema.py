@@ -198,3 +198,34 @@ mcp_tools = Table(
     Column("first_seen_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
 )
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("task_id", String(40), ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("session_id", String(40)),
+    Column("agent_name", String(64), nullable=False),
+    # The call awaiting a human: the step, its journal key (``tool:N:i``), the model's call id,
+    # the tool and its arguments as the model gave them (placeholders, never PII).
+    Column("step", Integer, nullable=False),
+    Column("call_key", String(64), nullable=False),
+    Column("call_id", String(200), nullable=False),
+    Column("tool", String(255), nullable=False),
+    Column("arguments", Json, nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    # pending → approved | denied | expired; decided once, by a conditional update.
+    Column("status", String(16), nullable=False),
+    Column("default_decision", String(16), nullable=False),
+    Column("decision_reason", Text),
+    Column("edited_arguments", Json),
+    Column("decided_by", String(200)),
+    Column("decided_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    UniqueConstraint("task_id", "call_key", name="uq_approvals_task_call"),
+    Index("ix_approvals_tenant_status", "tenant_id", "status", "created_at"),
+    Index("ix_approvals_pending_expiry", "status", "expires_at"),
+)
