@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from warden.errors import ConfigError
+from warden.governance.policy.config import PolicyConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 """Agents, models and tools are named like DNS labels, so they are safe in URLs and logs."""
@@ -341,6 +342,13 @@ class EventsConfig(_Section):
     """Live events a slow subscriber may fall behind before it re-reads from the log."""
 
 
+class ApprovalsConfig(_Section):
+    timeout: float | None = Field(default=24 * 3600.0, gt=0)
+    """Seconds a tool call waits for a human before ``on_expiry`` decides it (None: forever)."""
+    on_expiry: Literal["approve", "deny"] = "deny"
+    """The decision when nobody answers in time."""
+
+
 class SandboxLimitsConfig(_Section):
     cpus: float = Field(default=1.0, gt=0, le=64)
     memory_mb: int = Field(default=1024, ge=64, le=256 * 1024)
@@ -426,6 +434,9 @@ class WardenConfig(BaseSettings):
     """Folders of agent spec files (``*.yaml``), read in addition to ``agents``."""
     tools: list[ToolConfig] = Field(default_factory=list)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    """Tool-call rules (allow / deny / ask); see docs/governance.md."""
     mcp_servers: list[MCPServerConfig] = Field(default_factory=list)
     """MCP servers whose tools agents may list as ``server.tool`` or ``server.*``."""
 

@@ -3,6 +3,8 @@ catalog, tools, gate and services from the configuration, and owns their lifetim
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -11,12 +13,16 @@ from warden.config import WardenConfig
 from warden.errors import ConfigError
 from warden.events.bus import EventBus, LocalEventBus
 from warden.events.log import EventLog
+from warden.governance.audit import AuditLog
 from warden.governance.gate import Gate
+from warden.governance.policy.store import PolicyStore
+from warden.governance.tool_policy import build_policy, tool_policy
 from warden.models.base import ModelProvider
 from warden.models.factory import build_provider
 from warden.queue.sql import SqlTaskQueue
 from warden.sandbox.factory import build_backends
 from warden.service.agents import AgentCatalog, collect_specs
+from warden.service.approvals import ApprovalService
 from warden.service.keys import KeyService
 from warden.service.sessions import SessionService
 from warden.service.tasks import TaskService
@@ -44,8 +50,12 @@ class Runtime:
     keys: KeyService
     tasks: TaskService
     sessions: SessionService
+    approvals: ApprovalService
+    policy: PolicyStore
+    audit: AuditLog
     sandboxes: SandboxManager | None = None
     mcp: MCPManager | None = None
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
     _providers: dict[str, ModelProvider] = field(default_factory=dict)
     _started: bool = False
 
@@ -63,7 +73,10 @@ class Runtime:
                     f"(models: {', '.join(config.model_names())})"
                 )
             tools.resolve(spec.tools)
+        # Invalid policy files stop the start, each problem with its file and line.
+        policy = build_policy(config.policy)
         db = Database(config.resolved_database_url)
+        audit = AuditLog.from_env(db)
         try:
             await upgrade(db)
             holder: dict[str, EventLog] = {}
@@ -104,7 +117,9 @@ class Runtime:
             queue=queue,
             catalog=catalog,
             tools=tools,
-            gate=Gate(),
+            gate=Gate(tool_policy(policy)),
+            policy=policy,
+            audit=audit,
             keys=KeyService(db),
             tasks=TaskService(
                 db,
@@ -115,6 +130,7 @@ class Runtime:
                 max_input_chars=config.server.max_input_chars,
             ),
             sessions=SessionService(db, catalog),
+            approvals=ApprovalService(db, event_log, queue, audit),
         )
 
     def provider(self, model: str) -> ModelProvider:
@@ -133,10 +149,18 @@ class Runtime:
         if self._started:
             return
         self._started = True
+        if self.policy.watched_files():
+            self._background.append(asyncio.create_task(self.policy.watch(), name="policy-reload"))
         if self.sandboxes is not None:
             await self.sandboxes.start()
 
     async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
         if self.mcp is not None:
             await self.mcp.aclose()
         if self.sandboxes is not None:

@@ -63,6 +63,10 @@ class Cluster:
                         {"name": "charge_card", "python": "tests.support_tools:charge_card"},
                         {"name": "lookup", "python": "tests.support_tools:lookup"},
                     ],
+                    # charge_card has side effects: without this rule policy would ask a human.
+                    "policy": {
+                        "rules": [{"name": "payer-may-charge", "tools": ["charge_card"], "decision": "allow"}]
+                    },
                     "worker": {
                         "lease_ttl": 2,
                         "poll_interval": 0.1,

@@ -658,6 +658,8 @@ async def test_an_agent_calls_an_mcp_tool_through_the_worker(make_config: Any, f
         ),
         tools=["time.get_current_time", "calculator"],
         mcp_servers=[{"name": "time", "command": str(VENV_BIN / "mcp-server-time"), "approval": "auto"}],
+        # MCP tools count as side-effecting, so policy would ask a human without this rule.
+        policy={"rules": [{"name": "clock-is-harmless", "tools": ["time.*"], "decision": "allow"}]},
     )
     async with WardenHarness(config) as h:
         assert h.runtime is not None and h.runtime.mcp is not None

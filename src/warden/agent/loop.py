@@ -16,11 +16,20 @@ import jsonschema
 
 from warden.agent.journal import EntryStatus, Journal
 from warden.agent.state import LoopState, latest_checkpoint, save_checkpoint
-from warden.config import AgentSpec, EventsConfig
+from warden.config import AgentSpec, ApprovalsConfig, EventsConfig
 from warden.errors import ModelError
 from warden.events.log import EventLog, Tx
 from warden.events.types import EventType
-from warden.governance.gate import CallContext, Gate, Verdict
+from warden.governance.approvals import (
+    ApprovalDecision,
+    ApprovalRecord,
+    approvals_for_task,
+    insert_pending,
+    pending_count,
+)
+from warden.governance.audit import AuditEntry, AuditLog
+from warden.governance.decision import Decision, Verdict
+from warden.governance.gate import CallContext, Gate
 from warden.models.base import (
     Completed,
     Message,
@@ -134,6 +143,8 @@ class _Kind(StrEnum):
     RUN = "run"
     RERUN = "rerun"
     """Started before a crash and idempotent: run again."""
+    WAIT = "wait"
+    """A policy asked a human: the task parks until the approval is decided."""
 
 
 @dataclass
@@ -149,6 +160,8 @@ class _Plan:
     result: ToolResult | None = None
     deferred: tuple[ToolResult, bool, float] | None = None
     """(result, ran, seconds) of a finished call not yet written."""
+    decision: Decision | None = None
+    """The gate's decision, when this attempt asked it."""
 
     def refuse(self, result: ToolResult) -> _Plan:
         self.kind = _Kind.REFUSE
@@ -172,6 +185,8 @@ class AgentLoop:
         events_config: EventsConfig,
         home: str,
         sandboxes: Any = None,
+        approvals: ApprovalsConfig | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.lease = lease
         self.task_id = lease.task_id
@@ -185,6 +200,9 @@ class AgentLoop:
         self.home = home
         self.sandboxes = sandboxes
         self.journal = Journal(log.db, lease.task_id)
+        self.approvals_config = approvals or ApprovalsConfig()
+        self.audit = audit
+        self._approvals: dict[str, ApprovalRecord] = {}
         self.phase = Phase.IDLE
         self.state: LoopState | None = None
         # Models see provider-safe names (an MCP tool `time.now` is `time__now` on the wire);
@@ -198,6 +216,8 @@ class AgentLoop:
     async def run(self, task_input: TaskInput) -> None:
         """Run to completion (or until cancelled / a limit / a failure raises)."""
         await self.journal.load()
+        async with self.log.db.read() as conn:
+            self._approvals = await approvals_for_task(conn, self.task_id)
         state = await latest_checkpoint(self.log.db, self.task_id)
         if state is None:
             messages = [Message("system", self.spec.instructions)] if self.spec.instructions else []
@@ -217,6 +237,12 @@ class AgentLoop:
             plans = [self._plan(state.step, i, call) for i, call in enumerate(calls)]
             await self._record_turn(state.step, turn, plans)
             results = await self._tool_turn(state.step, plans)
+            if any(p.kind is _Kind.WAIT for p in plans):
+                # The calls that were allowed have run; the rest wait for a human. The task
+                # resumes from the last checkpoint on any worker once they are decided, and
+                # the journal hands it back this step's response and finished calls.
+                await self._park(plans)
+                return
             state.messages.extend(results)
             state.step += 1
             deferred = [p for p in plans if p.deferred is not None]
@@ -323,12 +349,90 @@ class AgentLoop:
             if not turn.journalled:
                 await self.journal.finish(tx, turn.key, turn.response.to_dict())
             for plan in plans:
+                if plan.decision is not None:
+                    items.append(self._decision_item(plan))
+                    await self._audit_decision(tx, plan)
                 if plan.kind is _Kind.RUN:
                     items.append(await self._start_items(tx, plan))
                 elif plan.kind is _Kind.REFUSE:
                     items.append(await self._finish_items(tx, plan))
+                elif plan.kind is _Kind.WAIT:
+                    items.append(await self._approval_item(tx, plan))
             if items:
                 await tx.emit_many(self.task_id, items, guard=self.queue.guard(self.lease))
+
+    async def _audit_decision(self, tx: Tx, plan: _Plan) -> None:
+        """Every policy decision is in the audit log, committed with the turn that made it."""
+        if self.audit is None or plan.decision is None:
+            return
+        decision = plan.decision
+        await self.audit.append(
+            tx.conn,
+            AuditEntry(
+                tenant_id=self.lease.tenant_id,
+                actor=f"agent:{self.spec.name}",
+                action="tool.decision",
+                subject=self._tool_name(plan.call),
+                outcome=decision.verdict.value,
+                rule=decision.rule,
+                reason=decision.reason[:2000],
+                data={"task_id": self.task_id, "step": plan.step, "call_id": plan.call.id},
+            ),
+        )
+
+    def _decision_item(self, plan: _Plan) -> tuple[EventType, dict[str, Any]]:
+        decision = plan.decision
+        assert decision is not None
+        return (
+            EventType.POLICY_DECISION,
+            {
+                "step": plan.step,
+                "call_id": plan.call.id,
+                "name": self._tool_name(plan.call),
+                "decision": decision.verdict.value,
+                "rule": decision.rule,
+                "reason": decision.reason,
+            },
+        )
+
+    async def _approval_item(self, tx: Tx, plan: _Plan) -> tuple[EventType, dict[str, Any]]:
+        """The approval a waiting call needs (recorded once: a resumed attempt finds it)."""
+        assert plan.tool is not None and plan.arguments is not None and plan.decision is not None
+        existing = self._approvals.get(plan.key)
+        config = self.approvals_config
+        approval_id = (
+            existing.id
+            if existing is not None
+            else await insert_pending(
+                tx.conn,
+                tenant_id=self.lease.tenant_id,
+                task_id=self.task_id,
+                session_id=self.lease.session_id,
+                agent_name=self.spec.name,
+                step=plan.step,
+                call_key=plan.key,
+                call_id=plan.call.id,
+                tool=plan.tool.name,
+                arguments=plan.arguments,
+                rule=plan.decision.rule,
+                reason=plan.decision.reason,
+                default_decision=ApprovalDecision(config.on_expiry),
+                now=self.log.db.now(),
+                timeout=config.timeout,
+            )
+        )
+        return (
+            EventType.APPROVAL_REQUIRED,
+            {
+                "step": plan.step,
+                "approval_id": approval_id,
+                "call_id": plan.call.id,
+                "name": plan.tool.name,
+                "arguments": plan.arguments,
+                "rule": plan.decision.rule,
+                "reason": plan.decision.reason,
+            },
+        )
 
     # -- tools -----------------------------------------------------------------------------
 
@@ -361,12 +465,47 @@ class AgentLoop:
             return plan
         assert self.state is not None
         decision = self.gate.decide_tool(self._ctx(self.state), tool, arguments)
-        if decision.verdict is not Verdict.ALLOW:
+        plan.decision = decision
+        if decision.verdict is Verdict.DENY:
             return plan.refuse(
                 ToolResult(f"the call to {tool.name} was not allowed: {decision.reason}", is_error=True)
             )
+        if decision.verdict is Verdict.ASK:
+            return self._plan_approval(plan, tool)
         plan.kind = _Kind.RUN
         return plan
+
+    def _plan_approval(self, plan: _Plan, tool: Tool) -> _Plan:
+        approval = self._approvals.get(plan.key)
+        if approval is None or not approval.decided:
+            plan.kind = _Kind.WAIT
+            return plan
+        who = approval.decided_by or "an approver"
+        if not approval.allows:
+            why = f": {approval.decision_reason}" if approval.decision_reason else ""
+            verb = (
+                "was not approved in time"
+                if approval.decided_by == "system:expired"
+                else f"was denied by {who}"
+            )
+            return plan.refuse(ToolResult(f"the call to {tool.name} {verb}{why}", is_error=True))
+        if approval.edited_arguments is not None:
+            problem = _schema_problem(tool, approval.edited_arguments)
+            if problem is not None:
+                return plan.refuse(
+                    ToolResult(f"the arguments {who} approved for {tool.name} are not valid: {problem}", True)
+                )
+            plan.arguments = dict(approval.edited_arguments)
+        plan.kind = _Kind.RUN
+        return plan
+
+    async def _park(self, plans: list[_Plan]) -> None:
+        """Write the results of the calls that ran and hand the task back, awaiting approval."""
+        async with self.log.transaction() as tx:
+            items = [await self._finish_items(tx, p) for p in plans if p.deferred is not None]
+            await self.queue.park(tx, self.lease, pending=pending_count(self.task_id))
+            if items:
+                await tx.emit_many(self.task_id, items)
 
     async def _start_items(self, tx: Tx, plan: _Plan) -> tuple[EventType, dict[str, Any]]:
         assert plan.tool is not None
@@ -415,6 +554,8 @@ class AgentLoop:
             self.phase = Phase.IDLE
         messages = []
         for plan in plans:
+            if plan.kind is _Kind.WAIT:
+                continue  # the task parks after this turn; the resumed attempt has the decision
             result = plan.result
             if plan.deferred is not None:
                 content = plan.deferred[0].content

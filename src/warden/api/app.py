@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from warden import __version__
-from warden.api import _errors, agents, health, sandboxes, sessions, tasks
+from warden.api import _errors, agents, approvals, audit, health, sandboxes, sessions, tasks
 from warden.api._limits import BodySizeLimit
 from warden.config import WardenConfig
 from warden.protocols.mcp import MCP_PATH, McpEndpoint, serve_http
@@ -88,7 +88,7 @@ def create_app(
         upload_max_bytes=sandboxes.MAX_FILE_BYTES,
         path_max_bytes={MCP_PATH: MCP_MAX_REQUEST_BYTES},
     )
-    for module in (tasks, sessions, agents, sandboxes, health):
+    for module in (tasks, sessions, agents, sandboxes, approvals, audit, health):
         app.include_router(module.router)
     # Any method: POST carries JSON-RPC, GET the legacy server-to-client stream, DELETE ends a session.
     app.router.routes.append(Route(MCP_PATH, endpoint=mcp_endpoint, include_in_schema=False))

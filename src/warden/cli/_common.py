@@ -6,7 +6,7 @@ import asyncio
 import os
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -56,3 +56,7 @@ def api_key(key: str | None) -> str:
             "or make one with `warden keys create --name me`"
         )
     return found
+
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Warden API URL (or WARDEN_URL).")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (or WARDEN_API_KEY).")]

@@ -20,7 +20,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from warden.cli import _logging
-from warden.cli._common import api_key, api_url, config_from, console, fail, run_async
+from warden.cli._common import KeyOpt, UrlOpt, api_key, api_url, config_from, console, fail, run_async
+from warden.cli.approvals import app as approvals_app
+from warden.cli.audit import app as audit_app
 from warden.cli.mcp import app as mcp_app
 from warden.cli.render import StreamRenderer
 from warden.cli.sandbox import app as sandbox_app
@@ -38,10 +40,10 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(keys_app, name="keys")
 app.add_typer(mcp_app, name="mcp")
+app.add_typer(audit_app, name="audit")
+app.add_typer(approvals_app, name="approvals")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="warden.yaml to read.", exists=False)]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Warden API URL (or WARDEN_URL).")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (or WARDEN_API_KEY).")]
 
 
 class Role(StrEnum):

@@ -10,12 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from warden.cli._common import api_key, api_url, console, fail, run_async
+from warden.cli._common import KeyOpt, UrlOpt, api_key, api_url, console, fail, run_async
 from warden.client.sandbox import AsyncSandbox, _Api
 
 app = typer.Typer(help="Create, use and remove code sandboxes.", no_args_is_help=True)
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Warden API URL (or WARDEN_URL).")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (or WARDEN_API_KEY).")]
 
 
 def _settings(url: str | None, key: str | None) -> dict[str, Any]:

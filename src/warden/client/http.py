@@ -88,6 +88,33 @@ class WardenClient:
         result: dict[str, Any] = await self._call("POST", f"/v1/tasks/{task_id}/cancel")
         return result
 
+    async def approvals(self, **params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "GET", "/v1/approvals", params={k: v for k, v in params.items() if v is not None}
+        )
+        return result
+
+    async def approval(self, approval_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/v1/approvals/{approval_id}")
+        return result
+
+    async def decide(
+        self,
+        approval_id: str,
+        decision: str,
+        *,
+        reason: str | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Approve or deny a waiting tool call (``arguments`` replaces its arguments on approve)."""
+        body: dict[str, Any] = {"decision": decision}
+        if reason is not None:
+            body["reason"] = reason
+        if arguments is not None:
+            body["arguments"] = arguments
+        result: dict[str, Any] = await self._call("POST", f"/v1/approvals/{approval_id}", json=body)
+        return result
+
     async def agents(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._call("GET", "/v1/agents")
         return result

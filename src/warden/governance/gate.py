@@ -7,29 +7,17 @@ changing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from warden.config import Limits
 from warden.errors import LimitExceeded
+from warden.governance.decision import Decision, Verdict
 from warden.models.base import ModelProvider, ModelRequest, StreamItem, Usage
 from warden.tools.base import Tool, ToolContext, ToolResult
 
-
-class Verdict(StrEnum):
-    ALLOW = "allow"
-    DENY = "deny"
-    ASK = "ask"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    verdict: Verdict
-    rule: str
-    """Which rule decided: shown in events and the audit log."""
-    reason: str
+if TYPE_CHECKING:  # warden.config imports the policy's config models, which import this module
+    from warden.config import Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +32,15 @@ class CallContext:
     limits: Limits
 
 
+ToolPolicy = Callable[[CallContext, Tool, dict[str, Any]], Decision]
+"""Decides a tool call the agent's spec allows: the policy engine, attached by the runtime."""
+
+
 class Gate:
     """Mediates every model call and tool call of every task."""
+
+    def __init__(self, policy: ToolPolicy | None = None) -> None:
+        self.policy = policy
 
     def check_model_call(self, ctx: CallContext) -> None:
         if ctx.step >= ctx.limits.max_steps:
@@ -66,8 +61,15 @@ class Gate:
             yield item
 
     def decide_tool(self, ctx: CallContext, tool: Tool, arguments: dict[str, Any]) -> Decision:
-        # Reaching here means the agent's spec lists the tool; finer rules arrive with policy.
-        return Decision(Verdict.ALLOW, "agent.tools", f"{tool.name} is one of the agent's tools")
+        # Reaching here means the agent's spec lists the tool; the policy decides the rest.
+        if self.policy is None:
+            return Decision(Verdict.ALLOW, "agent.tools", f"{tool.name} is one of the agent's tools")
+        try:
+            return self.policy(ctx, tool, arguments)
+        except Exception as exc:  # a policy that cannot decide must not let the call through
+            return Decision(
+                Verdict.DENY, "policy.error", f"the policy could not decide: {type(exc).__name__}: {exc}"
+            )
 
     async def call_tool(
         self, ctx: CallContext, tool: Tool, arguments: dict[str, Any], tool_ctx: ToolContext

@@ -182,6 +182,45 @@ class SqlTaskQueue:
             tx.after_commit(self.log.bus.notify_work)
         return True
 
+    async def park(self, tx: Tx, lease: Lease, *, pending: Any) -> bool:
+        """The task waits for approvals: give up the lease without counting the attempt and
+        without a worker slot; it is queued again once every pending approval is decided.
+
+        ``pending`` is a scalar query counting the task's undecided approvals, run *after* the
+        task row is locked (the decision takes the same lock first), so a decision made while
+        the step was still running cannot be missed. Returns False when nothing was pending
+        and the task went straight back to the queue."""
+        result = await tx.conn.execute(
+            update(tasks)
+            .where(self._owned(lease))
+            .values(
+                status=TaskStatus.AWAITING_APPROVAL.value,
+                lease_owner=None,
+                lease_until=None,
+                available_at=None,
+                attempt=tasks.c.attempt - 1,
+            )
+        )
+        if result.rowcount != 1:
+            raise LeaseLost(f"lease on task {lease.task_id} (attempt {lease.attempt}) was lost")
+        if (await tx.conn.execute(pending)).scalar_one():
+            return True
+        await self.wake(tx, lease.task_id, "approvals decided")
+        return False
+
+    async def wake(self, tx: Tx, task_id: str, reason: str) -> bool:
+        """Queue a task that awaits approval again (its approvals are all decided)."""
+        result = await tx.conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.AWAITING_APPROVAL.value)
+            .values(status=TaskStatus.QUEUED.value, available_at=self.db.now())
+        )
+        if result.rowcount != 1:
+            return False
+        await tx.emit(task_id, EventType.TASK_REQUEUED, {"reason": reason, "counted": False})
+        tx.after_commit(self.log.bus.notify_work)
+        return True
+
     async def retry_or_fail(
         self, lease: Lease, error: dict[str, Any], *, retryable: bool, run_seconds: float = 0.0
     ) -> TaskStatus | None:

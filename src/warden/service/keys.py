@@ -16,7 +16,19 @@ from warden.ids import new_id
 from warden.store.database import Database, wall_clock
 from warden.store.schema import api_keys, tenants
 
-SCOPES = frozenset({"admin", "tasks:read", "tasks:write", "sandboxes:read", "sandboxes:write", "pii:read"})
+SCOPES = frozenset(
+    {
+        "admin",
+        "tasks:read",
+        "tasks:write",
+        "sandboxes:read",
+        "sandboxes:write",
+        "pii:read",
+        "approvals:read",
+        "approvals:write",
+        "audit:read",
+    }
+)
 DEFAULT_SCOPES = ("tasks:read", "tasks:write", "sandboxes:read", "sandboxes:write")
 _CACHE_SECONDS = 5.0
 

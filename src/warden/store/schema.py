@@ -229,3 +229,36 @@ approvals = Table(
     Index("ix_approvals_tenant_status", "tenant_id", "status", "created_at"),
     Index("ix_approvals_pending_expiry", "status", "expires_at"),
 )
+
+# The audit log: one hash chain per tenant. ``audit_heads`` holds each chain's newest seq and
+# hash; appends lock that row, so seqs are gap-free, and verification can tell a truncated tail.
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("tenant_id", String(40), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("tenant_id", String(40), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(255)),
+    Column("outcome", String(32)),
+    Column("rule", String(200)),
+    Column("reason", Text),
+    # Canonical JSON text, not JSON/JSONB: the bytes hashed are the bytes stored.
+    Column("data", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    # Which HMAC key sealed the entry ("" for plain SHA-256): a fingerprint, not the key.
+    Column("key_id", String(16), nullable=False),
+    Index("ix_audit_log_tenant_ts", "tenant_id", "ts"),
+    Index("ix_audit_log_tenant_action_seq", "tenant_id", "action", "seq"),
+)

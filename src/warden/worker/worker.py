@@ -161,6 +161,9 @@ class Worker:
         reaped = await self.runtime.queue.reap()
         if reaped:
             log.info("re-queued or ended %d task(s) with expired leases", len(reaped))
+        expired = await self.runtime.approvals.expire_due()
+        if expired:
+            log.info("%d approval(s) expired and took their default decision", expired)
 
     async def _shutdown(self) -> None:
         """Let running tool calls finish within the grace period, then give every task back."""
@@ -213,6 +216,8 @@ class Worker:
             events_config=runtime.config.events,
             home=str(runtime.config.home),
             sandboxes=runtime.sandboxes,
+            approvals=runtime.config.approvals,
+            audit=runtime.audit,
         )
         running.loop = loop
         remaining = spec.limits.timeout - run_seconds
