@@ -35,6 +35,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ModelPrice(_Section):
+    """What a model costs, in US dollars per million tokens (for budgets and usage reports)."""
+
+    input_per_mtok: float = Field(ge=0, le=10_000)
+    output_per_mtok: float = Field(ge=0, le=10_000)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
+
+
 class ModelConfig(_Section):
     """One model endpoint."""
 
@@ -56,6 +66,8 @@ class ModelConfig(_Section):
     headers: dict[str, str] = Field(default_factory=dict)
     script: str | None = None
     """``scripted`` only: a built-in script name or a path to a YAML script."""
+    price: ModelPrice | None = None
+    """Needed for cost budgets (``limits.max_cost``) of agents on this model."""
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None:
@@ -82,6 +94,10 @@ class Limits(_Section):
     """Seconds of running time over all attempts of a task."""
     max_output_tokens: int | None = Field(default=None, ge=1)
     """Cap on output tokens of one model call."""
+    max_tool_calls: int | None = Field(default=None, ge=0, le=1_000_000)
+    """Tool calls one task may make."""
+    max_cost: float | None = Field(default=None, gt=0, le=1_000_000)
+    """US dollars one task may spend on its model (needs the model's ``price``)."""
 
 
 class AgentSpec(_Section):

@@ -73,6 +73,11 @@ class Runtime:
                     f"(models: {', '.join(config.model_names())})"
                 )
             tools.resolve(spec.tools)
+            if spec.limits.max_cost is not None and config.models[spec.model].price is None:
+                raise ConfigError(
+                    f"agent {spec.name!r} has a cost budget (limits.max_cost) but its model "
+                    f"{spec.model!r} has no price: set models.{spec.model}.price"
+                )
         # Invalid policy files stop the start, each problem with its file and line.
         policy = build_policy(config.policy)
         db = Database(config.resolved_database_url)

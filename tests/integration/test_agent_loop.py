@@ -10,10 +10,14 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import aconnect_sse
 
 from tests.conftest import MakeConfig, script, step
+from warden.config import ModelPrice
+from warden.errors import ConfigError
 from warden.models.script import ScriptError, ScriptStep
+from warden.runtime import Runtime
 from warden.testing import FakeLLMServer, WardenHarness
 
 
@@ -155,6 +159,41 @@ async def test_max_tokens_ends_the_task_with_its_reason(make_config: MakeConfig)
         task, _ = await run_task(client)
     assert task["status"] == "failed"
     assert task["error"]["code"] == "max_tokens"
+
+
+async def test_max_tool_calls_ends_the_task_before_the_call_that_would_cross_it(
+    make_config: MakeConfig,
+) -> None:
+    calc = ("calculator", {"expression": "1+1"})
+    config = make_config(
+        script=script(_name("calls"), step("", calc), step("", calc, calc), step("done")),
+        limits={"max_tool_calls": 2},
+    )
+    async with WardenHarness(config) as h, h.client() as client:
+        task, events = await run_task(client)
+    assert task["status"] == "failed"
+    assert task["error"]["code"] == "max_tool_calls"
+    assert sum(e["type"] == "tool.finished" for e in events) == 1
+
+
+async def test_max_cost_ends_the_task_with_its_reason(make_config: MakeConfig) -> None:
+    pricey = ScriptStep(text="", tool_calls=step("", ("calculator", {"expression": "1"})).tool_calls,
+                        usage={"input_tokens": 1000, "output_tokens": 1000})  # fmt: skip
+    config = make_config(script=script(_name("cost"), pricey, pricey, pricey), limits={"max_cost": 0.015})
+    model = config.models["default"]
+    config.models["default"] = model.model_copy(
+        update={"price": ModelPrice(input_per_mtok=5.0, output_per_mtok=5.0)}  # $0.01 per step
+    )
+    async with WardenHarness(config) as h, h.client() as client:
+        task, _ = await run_task(client)
+    assert task["status"] == "failed"
+    assert task["error"]["code"] == "max_cost" and "$0.02" in task["error"]["message"]
+
+
+async def test_a_cost_budget_without_a_price_is_a_configuration_error(make_config: MakeConfig) -> None:
+    config = make_config(script=script(_name("noprice"), step("hi")), limits={"max_cost": 1.0})
+    with pytest.raises(ConfigError, match="no price"):
+        await Runtime.open(config)
 
 
 async def test_timeout_ends_the_task_with_its_reason(make_config: MakeConfig) -> None:

@@ -16,7 +16,7 @@ import jsonschema
 
 from warden.agent.journal import EntryStatus, Journal
 from warden.agent.state import LoopState, latest_checkpoint, save_checkpoint
-from warden.config import AgentSpec, ApprovalsConfig, EventsConfig
+from warden.config import AgentSpec, ApprovalsConfig, EventsConfig, ModelPrice
 from warden.errors import ModelError
 from warden.events.log import EventLog, Tx
 from warden.events.types import EventType
@@ -187,6 +187,7 @@ class AgentLoop:
         sandboxes: Any = None,
         approvals: ApprovalsConfig | None = None,
         audit: AuditLog | None = None,
+        price: ModelPrice | None = None,
     ) -> None:
         self.lease = lease
         self.task_id = lease.task_id
@@ -202,6 +203,7 @@ class AgentLoop:
         self.journal = Journal(log.db, lease.task_id)
         self.approvals_config = approvals or ApprovalsConfig()
         self.audit = audit
+        self.price = price
         self._approvals: dict[str, ApprovalRecord] = {}
         self.phase = Phase.IDLE
         self.state: LoopState | None = None
@@ -235,6 +237,9 @@ class AgentLoop:
                 await self._complete(state, turn)
                 return
             plans = [self._plan(state.step, i, call) for i, call in enumerate(calls)]
+            self.gate.check_tool_calls(
+                self._ctx(state), sum(p.kind in (_Kind.RUN, _Kind.RERUN, _Kind.WAIT) for p in plans)
+            )
             await self._record_turn(state.step, turn, plans)
             results = await self._tool_turn(state.step, plans)
             if any(p.kind is _Kind.WAIT for p in plans):
@@ -256,13 +261,16 @@ class AgentLoop:
                 )
 
     def _ctx(self, state: LoopState) -> CallContext:
+        usage = state.total_usage
         return CallContext(
             task_id=self.task_id,
             tenant_id=self.lease.tenant_id,
             agent=self.spec.name,
             step=state.step,
-            usage=state.total_usage,
+            usage=usage,
             limits=self.spec.limits,
+            tool_calls=sum(1 for m in state.messages if m.role == "tool"),
+            cost=self.price.cost(usage.input_tokens, usage.output_tokens) if self.price else None,
         )
 
     # -- model -----------------------------------------------------------------------------

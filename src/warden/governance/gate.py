@@ -30,6 +30,10 @@ class CallContext:
     step: int
     usage: Usage
     limits: Limits
+    tool_calls: int = 0
+    """Tool calls the task made in the steps before this one."""
+    cost: float | None = None
+    """US dollars spent so far, when the model has a price."""
 
 
 ToolPolicy = Callable[[CallContext, Tool, dict[str, Any]], Decision]
@@ -51,6 +55,20 @@ class Gate:
             raise LimitExceeded(
                 f"the task used {ctx.usage.total_tokens} tokens, its limit is {ctx.limits.max_tokens}",
                 code="max_tokens",
+            )
+        if ctx.limits.max_cost is not None and ctx.cost is not None and ctx.cost >= ctx.limits.max_cost:
+            raise LimitExceeded(
+                f"the task spent ${ctx.cost:.4f}, its budget is ${ctx.limits.max_cost:g}", code="max_cost"
+            )
+
+    def check_tool_calls(self, ctx: CallContext, count: int) -> None:
+        """Before a step's calls run: would they take the task past its tool-call budget?"""
+        limit = ctx.limits.max_tool_calls
+        if limit is not None and ctx.tool_calls + count > limit:
+            raise LimitExceeded(
+                f"the model asked for {count} more tool call(s) after {ctx.tool_calls}; "
+                f"the agent's limit is {limit}",
+                code="max_tool_calls",
             )
 
     async def stream_model(

@@ -218,6 +218,7 @@ class Worker:
             sandboxes=runtime.sandboxes,
             approvals=runtime.config.approvals,
             audit=runtime.audit,
+            price=runtime.config.models[spec.model].price if spec.model in runtime.config.models else None,
         )
         running.loop = loop
         remaining = spec.limits.timeout - run_seconds
