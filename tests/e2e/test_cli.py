@@ -216,3 +216,14 @@ def test_mcp_commands_on_an_unknown_server_are_one_clear_line(tmp_path: Path) ->
         assert result.returncode != 0
         assert "nope" in result.stdout + result.stderr
         assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_an_invalid_policy_file_stops_serve_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "warden.yaml").write_text("policy:\n  files: [policies.yaml]\n")
+    (tmp_path / "policies.yaml").write_text(
+        "rules:\n  - name: big-payments\n    tools: ['pay*']\n    decision: ask\n    when: {amount: {greater: 1000}}\n"
+    )
+    result = warden(tmp_path, "serve", "--port", str(free_port()), timeout=60)
+    assert result.returncode != 0
+    assert "policies.yaml:5" in result.stdout + result.stderr and "greater" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

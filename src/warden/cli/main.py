@@ -88,6 +88,7 @@ def serve(
     from warden.api.app import create_app
 
     cfg = config_from(config)
+    _check_startable(cfg)
     if role is Role.WORKER:
         _run_workers(cfg, workers or 1)
         return
@@ -100,6 +101,17 @@ def serve(
         f"{n_workers} worker(s) · database {escape(_safe_url(cfg.resolved_database_url))} · log {log_path}"
     )
     uvicorn.run(application, host=bind_host, port=bind_port, log_level="warning", lifespan="on")
+
+
+def _check_startable(cfg: Any) -> None:
+    """Open and close the runtime once, so a bad agent, tool, model or policy file is one clear
+    line here rather than a traceback from inside the server's start-up."""
+    from warden.runtime import Runtime
+
+    async def check() -> None:
+        await (await Runtime.open(cfg)).close()
+
+    run_async(check())
 
 
 def _warden_command() -> str:
