@@ -217,3 +217,17 @@ async def test_edited_arguments_that_are_not_a_json_object_change_nothing(
         assert still["status"] == "pending"
         await client.post(f"/v1/approvals/{approval['id']}", json={"decision": "approve"})
         await follow_to_end(client, task_id)
+
+
+async def test_cancelling_a_waiting_task_closes_its_approvals(make_config: MakeConfig) -> None:
+    config = _config(make_config, step("", NOTE), step("Saved."))
+    async with WardenHarness(config) as h, h.client() as client:
+        task_id = await _submit(client)
+        (approval,) = await _pending(client, task_id)
+        cancelled = await client.post(f"/v1/tasks/{task_id}/cancel")
+        assert cancelled.json()["status"] == "cancelled"
+        record = (await client.get(f"/v1/approvals/{approval['id']}")).json()
+        assert record["status"] == "expired" and record["decided_by"] == "system:task-ended"
+        assert (await client.get("/v1/approvals", params={"status": "pending"})).json()["items"] == []
+        late = await client.post(f"/v1/approvals/{approval['id']}", json={"decision": "approve"})
+        assert late.status_code == 409

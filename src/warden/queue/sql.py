@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, insert, select, update
 from warden.events.log import EventLog, Guard, Tx
 from warden.events.types import EventType
 from warden.queue.lease import Lease, LeaseLost
-from warden.store.schema import sessions, tasks
+from warden.store.schema import approvals, sessions, tasks
 from warden.store.tasks import ACTIVE_STATUSES, TaskStatus
 
 
@@ -309,6 +309,19 @@ class SqlTaskQueue:
             update(tasks).where(tasks.c.id == task_id).values(**values).returning(tasks.c.session_id)
         )
         session_id = result.scalar_one()
+        if status is not TaskStatus.COMPLETED:
+            # A task cancelled (or failed) while it awaited approval leaves nothing pending in
+            # the inbox, and nothing for the expiry sweep to retry.
+            await tx.write(
+                update(approvals)
+                .where(approvals.c.task_id == task_id, approvals.c.status == "pending")
+                .values(
+                    status="expired",
+                    decided_by="system:task-ended",
+                    decided_at=now,
+                    decision_reason=f"the task was {status.value}",
+                )
+            )
         event_type = {
             TaskStatus.COMPLETED: EventType.TASK_COMPLETED,
             TaskStatus.FAILED: EventType.TASK_FAILED,
