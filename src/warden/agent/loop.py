@@ -30,6 +30,7 @@ from warden.governance.approvals import (
 from warden.governance.audit import AuditEntry, AuditLog
 from warden.governance.decision import Decision, Verdict
 from warden.governance.gate import CallContext, Gate
+from warden.governance.policy.engine import RULE_DEFAULT
 from warden.models.base import (
     Completed,
     Message,
@@ -359,7 +360,6 @@ class AgentLoop:
             for plan in plans:
                 if plan.decision is not None:
                     items.append(self._decision_item(plan))
-                    await self._audit_decision(tx, plan)
                 if plan.kind is _Kind.RUN:
                     items.append(await self._start_items(tx, plan))
                 elif plan.kind is _Kind.REFUSE:
@@ -368,12 +368,20 @@ class AgentLoop:
                     items.append(await self._approval_item(tx, plan))
             if items:
                 await tx.emit_many(self.task_id, items, guard=self.queue.guard(self.lease))
+            # Last, so the tenant's audit chain stays locked only until this commit.
+            for plan in plans:
+                await self._audit_decision(tx, plan)
 
     async def _audit_decision(self, tx: Tx, plan: _Plan) -> None:
         """Every policy decision is in the audit log, committed with the turn that made it."""
         if self.audit is None or plan.decision is None:
             return
         decision = plan.decision
+        if decision.verdict is Verdict.ALLOW and decision.rule == RULE_DEFAULT:
+            # A side-effect-free tool no rule names (a lookup, a calculation): its decision is a
+            # policy.decision event of the task, not an audit entry, so the chain's per-tenant
+            # lock is not taken on every read-only step.
+            return
         await self.audit.append(
             tx.conn,
             AuditEntry(
