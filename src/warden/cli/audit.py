@@ -10,12 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from warden.cli._common import api_key, api_url, console, err_console, run_async
+from warden.cli._common import KeyOpt, UrlOpt, api_key, api_url, console, err_console, run_async
 from warden.client.http import WardenClient
 
 app = typer.Typer(help="Read the audit log and verify that nothing in it was altered.", no_args_is_help=True)
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Warden API URL (or WARDEN_URL).")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (or WARDEN_API_KEY).")]
 
 _OUTCOME_STYLE = {
     "allow": "green",
