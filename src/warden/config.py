@@ -25,7 +25,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from warden.errors import ConfigError
+from warden.governance.budgets import BudgetConfig
+from warden.governance.pii.config import PiiConfig
 from warden.governance.policy.config import PolicyConfig
+from warden.governance.untrusted import UntrustedContentConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 """Agents, models and tools are named like DNS labels, so they are safe in URLs and logs."""
@@ -453,6 +456,12 @@ class WardenConfig(BaseSettings):
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     """Tool-call rules (allow / deny / ask); see docs/governance.md."""
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    """Redaction of personal data before models see it (off by default; needs a key)."""
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    """Token, dollar and task budgets per tenant (and agent) over time windows."""
+    untrusted_content: UntrustedContentConfig = Field(default_factory=UntrustedContentConfig)
+    """How tool results are marked for the model, and the prompt-injection detector."""
     mcp_servers: list[MCPServerConfig] = Field(default_factory=list)
     """MCP servers whose tools agents may list as ``server.tool`` or ``server.*``."""
 
@@ -465,6 +474,14 @@ class WardenConfig(BaseSettings):
                 raise ValueError(f"two MCP servers are named {server.name!r}")
             seen.add(server.name)
         return servers
+
+    @field_validator("budgets")
+    @classmethod
+    def _unique_budget_names(cls, budgets: list[BudgetConfig]) -> list[BudgetConfig]:
+        names = [b.name for b in budgets]
+        if len(names) != len(set(names)):
+            raise ValueError("budget names must be unique")
+        return budgets
 
     def mcp_server(self, name: str) -> MCPServerConfig | None:
         return next((s for s in self.mcp_servers if s.name == name), None)

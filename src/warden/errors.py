@@ -77,6 +77,13 @@ class LimitExceeded(WardenError):
     http_status = 409
 
 
+class BudgetExceeded(LimitExceeded):
+    """A tenant's budget over a time window is spent: new tasks are refused, running ones stop."""
+
+    code = "budget_exceeded"
+    http_status = 429
+
+
 class StorageError(WardenError):
     code = "storage_error"
     http_status = 503

@@ -6,17 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from warden.config import WardenConfig
+from warden.config import AgentSpec, ModelPrice, WardenConfig
 from warden.errors import ConfigError
 from warden.events.bus import EventBus, LocalEventBus
 from warden.events.log import EventLog
 from warden.governance.audit import AuditLog
+from warden.governance.budgets import BudgetLedger
 from warden.governance.gate import Gate
+from warden.governance.pii.errors import VaultError
+from warden.governance.pii.guard import PiiGuard
 from warden.governance.policy.store import PolicyStore
 from warden.governance.tool_policy import build_policy, tool_policy
+from warden.governance.untrusted import InjectionDetector, build_detector
 from warden.models.base import ModelProvider
 from warden.models.factory import build_provider
 from warden.queue.sql import SqlTaskQueue
@@ -53,8 +58,12 @@ class Runtime:
     approvals: ApprovalService
     policy: PolicyStore
     audit: AuditLog
+    budgets: BudgetLedger
     sandboxes: SandboxManager | None = None
     mcp: MCPManager | None = None
+    pii: PiiGuard | None = None
+    """The PII vault's keys (and, where agents run, its detector); None when redaction is off."""
+    injection: InjectionDetector | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _providers: dict[str, ModelProvider] = field(default_factory=dict)
     _started: bool = False
@@ -80,6 +89,18 @@ class Runtime:
                 )
         # Invalid policy files stop the start, each problem with its file and line.
         policy = build_policy(config.policy)
+        try:
+            pii = PiiGuard.from_config(config.pii)
+        except VaultError as exc:
+            raise ConfigError(f"pii: {exc.message}") from None
+        injection = build_detector(config.untrusted_content)
+        for budget in config.budgets:
+            priced = [s for s in specs if budget.agent in (None, s.name)]
+            if budget.max_cost is not None and any(config.models[s.model].price is None for s in priced):
+                raise ConfigError(
+                    f"budget {budget.name!r} has max_cost but an agent it covers uses a model without "
+                    "a price: set models.<name>.price"
+                )
         db = Database(config.resolved_database_url)
         audit = AuditLog.from_env(db)
         try:
@@ -112,9 +133,12 @@ class Runtime:
             from warden.sandbox.manager import SandboxManager
 
             manager = SandboxManager(db, config.sandbox, backends, sandbox_home)
-        return cls(
+        runtime = cls(
             sandboxes=manager,
             mcp=mcp,
+            pii=pii,
+            injection=injection,
+            budgets=BudgetLedger(db, config.budgets, _price_lookup(config, specs)),
             config=config,
             db=db,
             bus=bus,
@@ -125,7 +149,7 @@ class Runtime:
             gate=Gate(tool_policy(policy)),
             policy=policy,
             audit=audit,
-            keys=KeyService(db),
+            keys=KeyService(db, audit=audit),
             tasks=TaskService(
                 db,
                 event_log,
@@ -137,6 +161,14 @@ class Runtime:
             sessions=SessionService(db, catalog),
             approvals=ApprovalService(db, event_log, queue, audit),
         )
+        runtime.tasks.pii = pii
+        runtime.tasks.budgets = runtime.budgets
+        return runtime
+
+    async def load_pii(self) -> None:
+        """Load the PII model before the first task needs it (worker processes)."""
+        if self.pii is not None:
+            await self.pii.load()
 
     def provider(self, model: str) -> ModelProvider:
         """The provider behind a model name of warden.yaml (one client per name, reused)."""
@@ -168,6 +200,8 @@ class Runtime:
         self._background.clear()
         if self.mcp is not None:
             await self.mcp.aclose()
+        if self.pii is not None:
+            self.pii.close()
         if self.sandboxes is not None:
             await self.sandboxes.close()
         for provider in self._providers.values():
@@ -177,3 +211,9 @@ class Runtime:
                 log.debug("closing a model provider failed", exc_info=True)
         await self.bus.aclose()
         await self.db.dispose()
+
+
+def _price_lookup(config: WardenConfig, specs: list[AgentSpec]) -> Callable[[str], ModelPrice | None]:
+    """Agent name → the price of its model (budgets price past tasks by their agent)."""
+    prices = {s.name: config.models[s.model].price for s in specs if s.model in config.models}
+    return lambda agent: prices.get(agent)

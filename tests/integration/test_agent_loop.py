@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from typing import Any
 
@@ -43,9 +44,15 @@ def tool_results(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def last_tool_message(fake_llm: FakeLLMServer, model: str) -> dict[str, Any]:
+    """The last tool message the model received, with its content as the tool returned it: the
+    `<tool_output>` element that marks it as untrusted data is checked and taken off."""
     messages = fake_llm.requests_for(model)[-1]["messages"]
     tool_messages: list[dict[str, Any]] = [m for m in messages if m["role"] == "tool"]
-    return tool_messages[-1]
+    message = dict(tool_messages[-1])
+    match = re.fullmatch(r'<tool_output tool="[^"]+">\n(.*)\n</tool_output>', message["content"], re.DOTALL)
+    assert match is not None, message["content"]
+    message["content"] = match[1]
+    return message
 
 
 async def test_unknown_tool_goes_back_to_the_model_as_an_error(
@@ -138,7 +145,10 @@ async def test_parallel_tool_calls_run_and_all_results_reach_the_model(
     assert task["status"] == "completed"
     assert sorted(r["content"] for r in tool_results(events)) == ["42", "6"]
     messages = fake_llm.requests_for(name)[-1]["messages"]
-    assert [m["content"] for m in messages if m["role"] == "tool"] == ["6", "42"]
+    assert [m["content"] for m in messages if m["role"] == "tool"] == [
+        '<tool_output tool="calculator">\n6\n</tool_output>',
+        '<tool_output tool="calculator">\n42\n</tool_output>',
+    ]
 
 
 async def test_max_steps_ends_the_task_with_its_reason(make_config: MakeConfig) -> None:

@@ -4,6 +4,8 @@ and verification that reports tampering (the CLI exits 1 with one red line)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -64,14 +66,23 @@ async def test_list_shows_only_the_callers_tenant_newest_first(harness: WardenHa
     await record(harness, await tenant_of(harness, theirs), 2, action="model.call")
     async with harness.client(mine) as client:
         page = (await client.get("/v1/audit")).json()
-        assert [e["seq"] for e in page["items"]] == [3, 2, 1]
-        assert {e["action"] for e in page["items"]} == {"tool.decision"}
+        # Entry 1 is the creation of the key itself (an admin action).
+        assert [(e["seq"], e["action"]) for e in page["items"]] == [
+            (4, "tool.decision"),
+            (3, "tool.decision"),
+            (2, "tool.decision"),
+            (1, "key.created"),
+        ]
         assert page["items"][0]["data"] == {"tool": "shell", "arguments": {"cmd": "<PATH_1>"}}
         assert page["items"][0]["time"].endswith("+00:00")
         assert (await client.get("/v1/audit", params={"action": "model.call"})).json()["items"] == []
     async with harness.client(theirs) as client:
         page = (await client.get("/v1/audit")).json()
-        assert [(e["seq"], e["action"]) for e in page["items"]] == [(2, "model.call"), (1, "model.call")]
+        assert [(e["seq"], e["action"]) for e in page["items"]] == [
+            (3, "model.call"),
+            (2, "model.call"),
+            (1, "key.created"),
+        ]
 
 
 async def test_list_filters_and_pages_with_a_cursor(harness: WardenHarness) -> None:
@@ -80,13 +91,13 @@ async def test_list_filters_and_pages_with_a_cursor(harness: WardenHarness) -> N
     async with harness.client(key) as client:
         first = (await client.get("/v1/audit", params={"limit": 2})).json()
         second = (await client.get("/v1/audit", params={"limit": 2, "cursor": first["next_cursor"]})).json()
-        assert [e["seq"] for e in first["items"] + second["items"]] == [5, 4, 3, 2]
+        assert [e["seq"] for e in first["items"] + second["items"]] == [6, 5, 4, 3]
         assert [
             e["seq"] for e in (await client.get("/v1/audit", params={"subject": "task_1"})).json()["items"]
-        ] == [2]
+        ] == [3]
         assert (await client.get("/v1/audit", params={"since": "2999-01-01T00:00:00Z"})).json()["items"] == []
         assert (
-            len((await client.get("/v1/audit", params={"until": "2999-01-01T00:00:00"})).json()["items"]) == 5
+            len((await client.get("/v1/audit", params={"until": "2999-01-01T00:00:00"})).json()["items"]) == 6
         )
         bad = await client.get("/v1/audit", params={"cursor": "not-a-cursor"})
         assert bad.status_code == 422 and bad.json()["code"] == "invalid_cursor"
@@ -108,14 +119,14 @@ async def test_verify_reports_ok_then_the_first_edited_entry(harness: WardenHarn
     async with harness.client(key) as client:
         assert (await client.get("/v1/audit/verify")).json() == {
             "ok": True,
-            "entries": 4,
+            "entries": 5,
             "first_bad_seq": None,
             "problem": None,
         }
-        await edit_reason(harness, tenant_id, 2)
+        await edit_reason(harness, tenant_id, 3)
         body = (await client.get("/v1/audit/verify")).json()
-        assert body["ok"] is False and body["first_bad_seq"] == 2 and body["entries"] == 1
-        assert "entry 2" in body["problem"]
+        assert body["ok"] is False and body["first_bad_seq"] == 3 and body["entries"] == 2
+        assert "entry 3" in body["problem"]
     other = await harness.key_for("globex", ["audit:read"])
     async with harness.client(other) as client:  # another tenant's chain is untouched
         assert (await client.get("/v1/audit/verify")).json()["ok"] is True
@@ -153,7 +164,7 @@ async def test_cli_lists_verifies_and_exits_1_on_tampering(harness: WardenHarnes
 
     code, out = await warden_cli(tmp_path, harness.url, key, "verify")
     assert code == 0, out
-    assert "intact" in out and "3 entries" in out
+    assert "intact" in out and "4 entries" in out  # the key's creation, then 3 decisions
 
     await edit_reason(harness, tenant_id, 3)
     code, out = await warden_cli(tmp_path, harness.url, key, "verify")
@@ -165,3 +176,55 @@ async def test_cli_lists_verifies_and_exits_1_on_tampering(harness: WardenHarnes
     code, out = await warden_cli(tmp_path, harness.url, no_scope, "verify")
     assert code == 1
     assert "audit:read" in out and "Traceback" not in out
+
+
+async def test_export_streams_every_entry_oldest_first_and_resumes_after_a_seq(
+    harness: WardenHarness, tmp_path: Path
+) -> None:
+    key = await harness.key_for("acme", ["audit:read"])
+    tenant_id = await tenant_of(harness, key)
+    await record(harness, tenant_id, 6)  # after entry 1, the key's creation
+    await record(harness, await tenant_of(harness, await harness.key_for("globex", ["admin"])), 2)
+    async with harness.client(key) as client:
+        response = await client.get("/v1/audit/export")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in response.text.splitlines()]
+        assert [e["seq"] for e in lines] == [1, 2, 3, 4, 5, 6, 7]
+        # Each line carries its hashes: the chain can be checked from the export alone.
+        assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(lines))
+        later = (await client.get("/v1/audit/export", params={"after_seq": 5})).text.splitlines()
+        assert [json.loads(line)["seq"] for line in later] == [6, 7]
+        assert (await client.get("/v1/audit/export", params={"after_seq": -1})).status_code == 422
+
+    code, out = await warden_cli(tmp_path, harness.url, key, "export", "--output", "audit.jsonl")
+    assert code == 0, out
+    assert "exported 7 audit entries" in out
+    exported = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in exported] == [1, 2, 3, 4, 5, 6, 7]
+    assert not (tmp_path / "audit.jsonl.partial").exists()
+
+    no_scope = await harness.key_for("acme", ["tasks:read"])
+    code, out = await warden_cli(tmp_path, harness.url, no_scope, "export", "-o", "denied.jsonl")
+    assert code == 1 and "audit:read" in out and "Traceback" not in out
+    assert not (tmp_path / "denied.jsonl").exists() and not (tmp_path / "denied.jsonl.partial").exists()
+
+
+async def test_creating_and_revoking_keys_are_audited_admin_actions(harness: WardenHarness) -> None:
+    assert harness.runtime is not None
+    reader = await harness.key_for("acme", ["audit:read"])
+    new = await harness.runtime.keys.create("acme", name="ci bot", scopes=["tasks:read"], actor="cli:alice")
+    await harness.runtime.keys.revoke(new.info.id, actor="cli:bob")
+    async with harness.client(reader) as client:
+        items = (await client.get("/v1/audit", params={"limit": 10})).json()["items"]
+        assert (await client.get("/v1/audit/verify")).json()["ok"] is True
+    by_action = {e["action"]: e for e in items if e["subject"] == new.info.id}
+    assert by_action["key.created"]["actor"] == "cli:alice"
+    assert by_action["key.created"]["data"] == {
+        "name": "ci bot",
+        "prefix": new.info.prefix,
+        "scopes": ["tasks:read"],
+    }
+    assert by_action["key.revoked"]["actor"] == "cli:bob"
+    # The secret is never in the log.
+    assert new.secret.split("_")[2] not in json.dumps(items)

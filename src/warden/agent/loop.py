@@ -8,11 +8,12 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 import jsonschema
+from sqlalchemy import update
 
 from warden.agent.journal import EntryStatus, Journal
 from warden.agent.state import LoopState, latest_checkpoint, save_checkpoint
@@ -28,9 +29,20 @@ from warden.governance.approvals import (
     pending_count,
 )
 from warden.governance.audit import AuditEntry, AuditLog
+from warden.governance.budgets import BudgetLedger
 from warden.governance.decision import Decision, Verdict
 from warden.governance.gate import CallContext, Gate
+from warden.governance.pii.errors import PiiError
+from warden.governance.pii.guard import PiiGuard, SessionVault, mask_known
+from warden.governance.pii.redactor import restore_json
 from warden.governance.policy.engine import RULE_DEFAULT
+from warden.governance.untrusted import (
+    UNTRUSTED_NOTE,
+    Finding,
+    InjectionDetector,
+    UntrustedContentConfig,
+    mark_tool_output,
+)
 from warden.models.base import (
     Completed,
     Message,
@@ -44,11 +56,15 @@ from warden.models.base import (
 )
 from warden.queue.lease import Lease
 from warden.queue.sql import SqlTaskQueue
+from warden.store.schema import tasks
 from warden.store.tasks import TaskStatus
 from warden.tools.base import FunctionTool, Tool, ToolContext, ToolResult
 
 MAX_TOOL_CONTENT = 100_000
 """Characters of one tool result the model sees; the rest is cut with a note."""
+
+RULE_UNTRUSTED = "warden.untrusted-content"
+"""The rule named when a flagged tool result makes the next side-effecting call ask (or deny)."""
 
 
 class Phase(StrEnum):
@@ -163,6 +179,11 @@ class _Plan:
     """(result, ran, seconds) of a finished call not yet written."""
     decision: Decision | None = None
     """The gate's decision, when this attempt asked it."""
+    flagged: Finding | None = None
+    """Set when the injection detector flagged this call's result."""
+    real_arguments: dict[str, Any] | None = None
+    """``arguments`` with the PII vault's placeholders restored: what the policy and the tool
+    see. ``arguments`` (placeholders) is what events, the journal and approvals keep."""
 
     def refuse(self, result: ToolResult) -> _Plan:
         self.kind = _Kind.REFUSE
@@ -189,6 +210,10 @@ class AgentLoop:
         approvals: ApprovalsConfig | None = None,
         audit: AuditLog | None = None,
         price: ModelPrice | None = None,
+        pii: PiiGuard | None = None,
+        budgets: BudgetLedger | None = None,
+        untrusted: UntrustedContentConfig | None = None,
+        injection: InjectionDetector | None = None,
     ) -> None:
         self.lease = lease
         self.task_id = lease.task_id
@@ -205,6 +230,12 @@ class AgentLoop:
         self.approvals_config = approvals or ApprovalsConfig()
         self.audit = audit
         self.price = price
+        self.pii = pii if pii is not None and pii.redactor is not None else None
+        self.budgets = budgets if budgets else None
+        self.untrusted = untrusted or UntrustedContentConfig()
+        self.injection = injection
+        self._vault: SessionVault | None = None
+        self._redacted_input: str | None = None
         self._approvals: dict[str, ApprovalRecord] = {}
         self.phase = Phase.IDLE
         self.state: LoopState | None = None
@@ -221,12 +252,11 @@ class AgentLoop:
         await self.journal.load()
         async with self.log.db.read() as conn:
             self._approvals = await approvals_for_task(conn, self.task_id)
+            if self.pii is not None:
+                self._vault = await self.pii.open_vault(conn, self.lease.session_id or self.task_id)
         state = await latest_checkpoint(self.log.db, self.task_id)
         if state is None:
-            messages = [Message("system", self.spec.instructions)] if self.spec.instructions else []
-            messages += task_input.history
-            messages.append(Message("user", task_input.text))
-            state = LoopState(step=0, messages=messages)
+            state = LoopState(step=0, messages=await self._first_messages(task_input))
         self.state = state
         while True:
             turn = await self._model_turn(state)
@@ -255,11 +285,44 @@ class AgentLoop:
             # Invariant 3: the step's last tool result and the checkpoint commit together.
             async with self.log.transaction() as tx:
                 items = [await self._finish_items(tx, p) for p in deferred]
+                await self._seal(tx)
                 await save_checkpoint(tx, self.task_id, state, update_usage=False)
                 items.append((EventType.TASK_CHECKPOINT, {"step": state.step}))
                 await tx.emit_many(
                     self.task_id, items, guard=self.queue.guard(self.lease, usage=state.usage_dict())
                 )
+
+    async def _first_messages(self, task_input: TaskInput) -> list[Message]:
+        """The conversation the model starts from. With the PII vault on, the input and earlier
+        turns are redacted here, once; the checkpoint keeps only the redacted text."""
+        instructions = self.spec.instructions
+        if self.untrusted.mark_tool_output and self.tools:
+            instructions = f"{instructions}\n\n{UNTRUSTED_NOTE}" if instructions else UNTRUSTED_NOTE
+        conversation = [*task_input.history, Message("user", task_input.text)]
+        if self.pii is not None:
+            texts = await self._redact_many([m.content for m in conversation])
+            conversation = [replace(m, content=text) for m, text in zip(conversation, texts, strict=True)]
+            # The task's stored input is replaced by its redacted form with the first write.
+            self._redacted_input = texts[-1]
+        return ([Message("system", instructions)] if instructions else []) + conversation
+
+    async def _redact_many(self, texts: list[str]) -> list[str]:
+        assert self.pii is not None and self.pii.redactor is not None and self._vault is not None
+        return await self.pii.redactor.redact_many(texts, self._vault.vault)
+
+    async def _seal(self, tx: Tx) -> None:
+        """Seal the vault with the content whose placeholders it just issued (same transaction)."""
+        if self.pii is not None and self._vault is not None:
+            await self.pii.seal(tx, self._vault, tenant_id=self.lease.tenant_id)
+            if self._redacted_input is not None:
+                await tx.write(
+                    update(tasks).where(tasks.c.id == self.task_id).values(input=self._redacted_input)
+                )
+                self._redacted_input = None
+
+    def _mask(self, text: str) -> str:
+        """Warden's own text about a call (a reason, a schema error) with real values hidden."""
+        return mask_known(text, self._vault.vault) if self._vault is not None else text
 
     def _ctx(self, state: LoopState) -> CallContext:
         usage = state.total_usage
@@ -285,6 +348,9 @@ class AgentLoop:
         if entry is not None and entry.status is EntryStatus.FINISHED:
             return _Turn(key, ModelResponse.from_dict(entry.data), tail="", journalled=True)
         ctx = self._ctx(state)
+        if self.budgets is not None:
+            live = (self.task_id, ctx.usage.total_tokens, ctx.cost or 0.0)
+            await self.budgets.check(self.lease.tenant_id, self.spec.name, live=live)
         request = ModelRequest(
             messages=tuple(state.messages),
             tools=self._tool_specs,
@@ -368,9 +434,35 @@ class AgentLoop:
                     items.append(await self._approval_item(tx, plan))
             if items:
                 await tx.emit_many(self.task_id, items, guard=self.queue.guard(self.lease))
+            await self._seal(tx)
             # Last, so the tenant's audit chain stays locked only until this commit.
+            await self._audit_model_call(tx, step, turn)
             for plan in plans:
                 await self._audit_decision(tx, plan)
+
+    async def _audit_model_call(self, tx: Tx, step: int, turn: _Turn) -> None:
+        """Every model call's metadata (never its content) is in the audit log, with the turn."""
+        if self.audit is None or turn.journalled:
+            return
+        response = turn.response
+        await self.audit.append(
+            tx.conn,
+            AuditEntry(
+                tenant_id=self.lease.tenant_id,
+                actor=f"agent:{self.spec.name}",
+                action="model.call",
+                subject=self.spec.model,
+                outcome=response.finish_reason or "stop",
+                data={
+                    "task_id": self.task_id,
+                    "step": step,
+                    "model": response.model,
+                    "usage": response.usage.to_dict(),
+                    "tool_calls": [self._tool_name(c) for c in response.message.tool_calls],
+                    "pii_redacted": self.pii is not None,
+                },
+            ),
+        )
 
     async def _audit_decision(self, tx: Tx, plan: _Plan) -> None:
         """Every policy decision is in the audit log, committed with the turn that made it."""
@@ -391,7 +483,7 @@ class AgentLoop:
                 subject=self._tool_name(plan.call),
                 outcome=decision.verdict.value,
                 rule=decision.rule,
-                reason=decision.reason[:2000],
+                reason=self._mask(decision.reason)[:2000],
                 data={"task_id": self.task_id, "step": plan.step, "call_id": plan.call.id},
             ),
         )
@@ -407,7 +499,7 @@ class AgentLoop:
                 "name": self._tool_name(plan.call),
                 "decision": decision.verdict.value,
                 "rule": decision.rule,
-                "reason": decision.reason,
+                "reason": self._mask(decision.reason),
             },
         )
 
@@ -431,7 +523,7 @@ class AgentLoop:
                 tool=plan.tool.name,
                 arguments=plan.arguments,
                 rule=plan.decision.rule,
-                reason=plan.decision.reason,
+                reason=self._mask(plan.decision.reason),
                 default_decision=ApprovalDecision(config.on_expiry),
                 now=self.log.db.now(),
                 timeout=config.timeout,
@@ -446,7 +538,7 @@ class AgentLoop:
                 "name": plan.tool.name,
                 "arguments": plan.arguments,
                 "rule": plan.decision.rule,
-                "reason": plan.decision.reason,
+                "reason": self._mask(plan.decision.reason),
             },
         )
 
@@ -462,9 +554,10 @@ class AgentLoop:
             return plan
         tool, arguments, problem = self._check_call(call)
         if problem is not None:
-            return plan.refuse(ToolResult(problem, is_error=True))
+            return plan.refuse(ToolResult(self._mask(problem), is_error=True))
         assert tool is not None and arguments is not None
         plan.tool, plan.arguments = tool, arguments
+        plan.real_arguments = self._restored(arguments)
         if entry is not None and entry.status is EntryStatus.STARTED:
             if not tool.idempotent:
                 # Started in an attempt that died before recording the outcome: running it
@@ -480,7 +573,16 @@ class AgentLoop:
             plan.kind = _Kind.RERUN
             return plan
         assert self.state is not None
-        decision = self.gate.decide_tool(self._ctx(self.state), tool, arguments)
+        decision = self.gate.decide_tool(self._ctx(self.state), tool, plan.real_arguments)
+        if decision.verdict is Verdict.ALLOW and tool.side_effects:
+            finding = self._injection_finding(step)
+            if finding is not None:
+                decision = Decision(
+                    Verdict(self.untrusted.on_detection),
+                    RULE_UNTRUSTED,
+                    f"a tool result earlier in this task looks like a prompt-injection attempt "
+                    f"({finding.detector}: {finding.reason}); {tool.name} has side effects",
+                )
         plan.decision = decision
         if decision.verdict is Verdict.DENY:
             return plan.refuse(
@@ -506,12 +608,16 @@ class AgentLoop:
             )
             return plan.refuse(ToolResult(f"the call to {tool.name} {verb}{why}", is_error=True))
         if approval.edited_arguments is not None:
-            problem = _schema_problem(tool, approval.edited_arguments)
+            edited = dict(approval.edited_arguments)
+            problem = _schema_problem(tool, self._restored(edited))
             if problem is not None:
                 return plan.refuse(
-                    ToolResult(f"the arguments {who} approved for {tool.name} are not valid: {problem}", True)
+                    ToolResult(
+                        self._mask(f"the arguments {who} approved for {tool.name} are not valid: {problem}"),
+                        True,
+                    )
                 )
-            plan.arguments = dict(approval.edited_arguments)
+            plan.arguments, plan.real_arguments = edited, self._restored(edited)
         plan.kind = _Kind.RUN
         return plan
 
@@ -519,6 +625,7 @@ class AgentLoop:
         """Write the results of the calls that ran and hand the task back, awaiting approval."""
         async with self.log.transaction() as tx:
             items = [await self._finish_items(tx, p) for p in plans if p.deferred is not None]
+            await self._seal(tx)
             await self.queue.park(tx, self.lease, pending=pending_count(self.task_id))
             if items:
                 await tx.emit_many(self.task_id, items)
@@ -537,24 +644,25 @@ class AgentLoop:
         if len(content) > MAX_TOOL_CONTENT:
             content = content[:MAX_TOOL_CONTENT] + f"\n[truncated: {len(result.content)} characters in all]"
         data = _jsonable(result.data)
-        await self.journal.finish(
-            tx, plan.key, {"content": content, "is_error": result.is_error, "data": data}
-        )
+        entry: dict[str, Any] = {"content": content, "is_error": result.is_error, "data": data}
+        if plan.flagged is not None:
+            entry["flagged"] = {"detector": plan.flagged.detector, "reason": plan.flagged.reason}
+        await self.journal.finish(tx, plan.key, entry)
         plan.result = ToolResult(content, result.is_error)
         plan.deferred = None
-        return (
-            EventType.TOOL_FINISHED,
-            {
-                "step": plan.step,
-                "call_id": plan.call.id,
-                "name": self._tool_name(plan.call),
-                "is_error": result.is_error,
-                "content": content,
-                "data": data,
-                "duration_ms": round(duration * 1000, 3),
-                "ran": ran,
-            },
-        )
+        event = {
+            "step": plan.step,
+            "call_id": plan.call.id,
+            "name": self._tool_name(plan.call),
+            "is_error": result.is_error,
+            "content": content,
+            "data": data,
+            "duration_ms": round(duration * 1000, 3),
+            "ran": ran,
+        }
+        if "flagged" in entry:
+            event["flagged"] = entry["flagged"]
+        return (EventType.TOOL_FINISHED, event)
 
     async def _tool_turn(self, step: int, plans: list[_Plan]) -> list[Message]:
         runnable = [p for p in plans if p.kind in (_Kind.RUN, _Kind.RERUN)]
@@ -579,7 +687,7 @@ class AgentLoop:
                     content = content[:MAX_TOOL_CONTENT] + f"\n[truncated: {len(content)} characters in all]"
                 result = ToolResult(content, plan.deferred[0].is_error)
             assert result is not None
-            messages.append(_tool_message(plan.call, result))
+            messages.append(self._tool_message(plan.call, result))
         return messages
 
     async def _execute(self, plan: _Plan, *, defer: bool) -> None:
@@ -591,6 +699,8 @@ class AgentLoop:
                 await tx.emit_many(self.task_id, [item], guard=self.queue.guard(self.lease))
 
         async def emit_output(text: str) -> None:
+            if self.pii is not None:
+                (text,) = await self._redact_many([text])
             async with self.log.transaction() as tx:
                 await tx.emit(
                     self.task_id,
@@ -598,6 +708,7 @@ class AgentLoop:
                     {"call_id": call.id, "text": text},
                     guard=self.queue.guard(self.lease),
                 )
+                await self._seal(tx)
 
         coalescer = _Coalescer(
             emit_output, self.events_config.delta_flush_interval, self.events_config.delta_flush_chars
@@ -612,18 +723,51 @@ class AgentLoop:
             sandboxes=self.sandboxes,
         )
         started = time.monotonic()
+        real = plan.real_arguments if plan.real_arguments is not None else arguments
         try:
-            result = await self.gate.call_tool(self._ctx(self.state), tool, arguments, tool_ctx)
+            result = await self.gate.call_tool(self._ctx(self.state), tool, real, tool_ctx)
         except Exception as exc:  # a tool's bug is an observation, not the end of the task
             result = ToolResult(f"{tool.name} failed: {type(exc).__name__}: {exc}", is_error=True)
         finally:
             await coalescer.close()
         await coalescer.drain()
-        plan.deferred = (result, True, time.monotonic() - started)
+        duration = time.monotonic() - started
+        result, plan.flagged = await self._inbound(tool, result)
+        plan.deferred = (result, True, duration)
         if not defer:
             async with self.log.transaction() as tx:
                 item = await self._finish_items(tx, plan)
                 await tx.emit_many(self.task_id, [item], guard=self.queue.guard(self.lease))
+                await self._seal(tx)
+
+    async def _inbound(self, tool: Tool, result: ToolResult) -> tuple[ToolResult, Finding | None]:
+        """A tool's result as Warden keeps it and the model sees it: PII redacted (it may hold
+        the real values the call was given, or new ones), and flagged if it reads like an
+        attempt to steer the agent. Redaction that fails withholds the result (fail closed)."""
+        if self.pii is not None:
+            assert self.pii.redactor is not None and self._vault is not None
+            try:
+                content = await self.pii.redactor.redact(result.content, self._vault.vault)
+                data = (
+                    await self.pii.redactor.redact_json(_jsonable(result.data), self._vault.vault)
+                    if result.data is not None
+                    else None
+                )
+            except PiiError as exc:
+                withheld = (
+                    f"the result of {tool.name} was withheld: it could not be checked for personal "
+                    f"data ({exc.code})"
+                )
+                return ToolResult(withheld, is_error=True), None
+            result = ToolResult(content, result.is_error, data)
+        if self.injection is not None and not result.is_error:
+            try:
+                finding = self.injection.scan(result.content)
+            except Exception as exc:  # a broken detector must not let a result pass unchecked
+                finding = Finding("detector.error", f"{type(exc).__name__}: {exc}")
+            if finding is not None:
+                return result, finding
+        return result, None
 
     def _tool_name(self, call: ToolCall) -> str:
         tool = self._by_wire_name.get(call.name)
@@ -644,10 +788,33 @@ class AgentLoop:
             )
         if not isinstance(arguments, dict):
             return tool, None, f"the arguments of {call.name} must be a JSON object"
-        problem = _schema_problem(tool, arguments)
+        problem = _schema_problem(tool, self._restored(arguments))
         if problem is not None:
             return tool, None, f"the arguments of {call.name} do not match its schema: {problem}"
         return tool, arguments, None
+
+    def _restored(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments with the session's real values back in place of placeholders."""
+        if self._vault is None:
+            return arguments
+        restored: dict[str, Any] = restore_json(arguments, self._vault.vault)
+        return restored
+
+    def _injection_finding(self, step: int) -> Finding | None:
+        """A flagged tool result of this task that no human has acted on since: a result from a
+        step before the last approved call no longer counts."""
+        if self.injection is None:
+            return None
+        approved = [a.step for a in self._approvals.values() if a.decided and a.allows]
+        cleared_before = max(approved, default=-1)
+        for key, entry in self.journal.entries.items():
+            flagged = entry.data.get("flagged") if isinstance(entry.data, dict) else None
+            if not key.startswith("tool:") or not isinstance(flagged, dict):
+                continue
+            flagged_step = int(key.split(":")[1])
+            if flagged_step < step and flagged_step >= cleared_before:
+                return Finding(str(flagged.get("detector", "")), str(flagged.get("reason", "")))
+        return None
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -661,6 +828,7 @@ class AgentLoop:
             items = self._model_items(state.step, turn)
             if items:
                 await tx.emit_many(self.task_id, items, guard=self.queue.guard(self.lease))
+            await self._seal(tx)
             await self.queue.finish(
                 tx,
                 self.lease,
@@ -670,10 +838,13 @@ class AgentLoop:
                 usage=state.usage_dict(),
                 fenced=bool(items),
             )
+            await self._audit_model_call(tx, state.step, turn)
 
-
-def _tool_message(call: ToolCall, result: ToolResult) -> Message:
-    return Message("tool", result.content, tool_call_id=call.id, name=call.name, is_error=result.is_error)
+    def _tool_message(self, call: ToolCall, result: ToolResult) -> Message:
+        content = result.content
+        if self.untrusted.mark_tool_output:
+            content = mark_tool_output(self._tool_name(call), content)
+        return Message("tool", content, tool_call_id=call.id, name=call.name, is_error=result.is_error)
 
 
 def _schema_problem(tool: Tool, arguments: dict[str, Any]) -> str | None:

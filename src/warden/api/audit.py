@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from warden.api._auth import principal
@@ -121,6 +123,54 @@ async def list_audit(
     if len(items) == limit:
         next_cursor = base64.urlsafe_b64encode(json.dumps([items[-1].seq]).encode()).decode()
     return AuditPage(items=[AuditEntryView.of(r) for r in items], next_cursor=next_cursor)
+
+
+EXPORT_PAGE = 500
+
+
+@router.get(
+    "/export",
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "JSON lines"}, **_errors},
+)
+async def export_audit(
+    request: Request,
+    caller: Caller,
+    after_seq: int = Query(default=0, ge=0, le=2**53, description="Entries with a greater seq."),
+    action: str | None = Query(default=None, max_length=64),
+    since: datetime | None = Query(default=None),
+    until: datetime | None = Query(default=None),
+) -> StreamingResponse:
+    """Your tenant's audit entries oldest first as JSON lines (one entry, with its hashes, per
+    line), streamed a page at a time: an export can be checked offline against the chain."""
+    caller.require(SCOPE)
+    audit = _audit(request)
+    first = await audit.list(
+        caller.tenant_id,
+        action=action,
+        since=_epoch(since),
+        until=_epoch(until),
+        after_seq=after_seq,
+        limit=EXPORT_PAGE,
+    )
+
+    async def lines() -> AsyncIterator[bytes]:
+        page = first
+        while page:
+            yield "".join(AuditEntryView.of(r).model_dump_json() + "\n" for r in page).encode()
+            if len(page) < EXPORT_PAGE:
+                return
+            page = await audit.list(
+                caller.tenant_id,
+                action=action,
+                since=_epoch(since),
+                until=_epoch(until),
+                after_seq=page[-1].seq,
+                limit=EXPORT_PAGE,
+            )
+
+    return StreamingResponse(
+        lines(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.get("/verify", response_model=AuditVerification, responses=_errors)

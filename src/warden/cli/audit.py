@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -67,6 +68,54 @@ def audit_list(
             escape((e["reason"] or "")[:60]),
         )
     console.print(table)
+
+
+@app.command("export")
+def audit_export(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default: standard output).")
+    ] = None,
+    after_seq: Annotated[
+        int, typer.Option(min=0, help="Only entries after this seq (incremental export).")
+    ] = 0,
+    action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this time (ISO 8601, UTC if no zone).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time (ISO 8601).")] = None,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+) -> None:
+    """Write your tenant's audit entries, oldest first, as JSON lines (with their hashes)."""
+
+    async def export() -> int:
+        count = 0
+        async with WardenClient(api_url(url), api_key(key)) as client:
+            lines = client.audit_export(after_seq=after_seq, action=action, since=since, until=until)
+            if output is None:
+                async for line in lines:
+                    typer.echo(line)
+                    count += 1
+                return count
+            partial = output.with_name(output.name + ".partial")
+            try:
+                with partial.open("w", encoding="utf-8") as f:
+                    async for line in lines:
+                        f.write(line + "\n")
+                        count += 1
+                # Renamed only when complete: a failed export never leaves a truncated file.
+                partial.replace(output)
+            finally:
+                partial.unlink(missing_ok=True)
+        return count
+
+    try:
+        count = run_async(export())
+    except OSError as exc:
+        err_console.print(
+            f"[bold red]error:[/] cannot write {output}: {exc.strerror or exc}", highlight=False
+        )
+        raise typer.Exit(1) from None
+    if output is not None:
+        err_console.print(f"[green]exported[/] {count} audit entries to {escape(str(output))}")
 
 
 @app.command("verify")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import signal
 import socket
@@ -323,6 +324,7 @@ def keys_create(
     config: ConfigOpt = None,
 ) -> None:
     """Create an API key; it is printed once."""
+    from warden.governance.audit import AuditLog
     from warden.service.keys import KeyService
     from warden.store import Database, upgrade
 
@@ -332,7 +334,8 @@ def keys_create(
         db = Database(cfg.resolved_database_url)
         try:
             await upgrade(db)
-            return await KeyService(db).create(tenant, name=name, scopes=scope)
+            keys = KeyService(db, audit=AuditLog.from_env(db))
+            return await keys.create(tenant, name=name, scopes=scope, actor=_cli_actor())
         finally:
             await db.dispose()
 
@@ -341,6 +344,14 @@ def keys_create(
     console.print(
         f"[dim]key {new.info.id} · tenant {new.info.tenant} · scopes {', '.join(new.info.scopes)} · shown once[/]"
     )
+
+
+def _cli_actor() -> str:
+    """Who ran an admin command, for the audit log: the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return f"cli:uid-{os.getuid()}"
 
 
 @keys_app.command("list")
@@ -372,6 +383,7 @@ def keys_revoke(
     key: Annotated[str, typer.Argument(help="Key id or prefix.")], config: ConfigOpt = None
 ) -> None:
     """Revoke an API key at once."""
+    from warden.governance.audit import AuditLog
     from warden.service.keys import KeyInfo, KeyService
     from warden.store import Database, upgrade
 
@@ -381,7 +393,7 @@ def keys_revoke(
         db = Database(cfg.resolved_database_url)
         try:
             await upgrade(db)
-            return await KeyService(db).revoke(key)
+            return await KeyService(db, audit=AuditLog.from_env(db)).revoke(key, actor=_cli_actor())
         finally:
             await db.dispose()
 

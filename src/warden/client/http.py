@@ -115,6 +115,22 @@ class WardenClient:
         result: dict[str, Any] = await self._call("POST", f"/v1/approvals/{approval_id}", json=body)
         return result
 
+    async def audit_export(self, *, after_seq: int = 0, **params: Any) -> AsyncIterator[str]:
+        """The tenant's audit entries oldest first, one JSON line each, as the server streams them."""
+        query = {"after_seq": after_seq, **{k: v for k, v in params.items() if v is not None}}
+        try:
+            async with self._http.stream(
+                "GET", "/v1/audit/export", params=query, timeout=httpx.Timeout(30, read=300)
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _raise_for(response)
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield line
+        except httpx.TransportError as exc:
+            raise ApiError(0, "unreachable", f"cannot reach Warden at {self.url}: {exc}") from exc
+
     async def agents(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._call("GET", "/v1/agents")
         return result

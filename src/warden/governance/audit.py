@@ -222,9 +222,11 @@ class AuditLog:
         since: float | None = None,
         until: float | None = None,
         before_seq: int | None = None,
+        after_seq: int | None = None,
         limit: int = 50,
     ) -> list[AuditRecord]:
-        """Newest first. ``since`` is inclusive, ``until`` exclusive; ``before_seq`` pages on."""
+        """Newest first, or oldest first from ``after_seq`` on (exports). ``since`` is inclusive,
+        ``until`` exclusive; ``before_seq`` pages on."""
         query = select(audit_log).where(audit_log.c.tenant_id == tenant_id)
         if action is not None:
             query = query.where(audit_log.c.action == action)
@@ -236,7 +238,11 @@ class AuditLog:
             query = query.where(audit_log.c.ts < until)
         if before_seq is not None:
             query = query.where(audit_log.c.seq < before_seq)
-        query = query.order_by(audit_log.c.seq.desc()).limit(limit)
+        if after_seq is not None:
+            query = query.where(audit_log.c.seq > after_seq).order_by(audit_log.c.seq)
+        else:
+            query = query.order_by(audit_log.c.seq.desc())
+        query = query.limit(limit)
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [_record(row) for row in rows]

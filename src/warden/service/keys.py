@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 
 from warden.errors import Forbidden, NotFound, Unauthorized
+from warden.governance.audit import AuditEntry, AuditLog
 from warden.ids import new_id
 from warden.store.database import Database, wall_clock
 from warden.store.schema import api_keys, tenants
@@ -79,8 +80,10 @@ def _split(token: str) -> tuple[str, str] | None:
 
 
 class KeyService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, audit: AuditLog | None = None) -> None:
         self.db = db
+        self.audit = audit
+        """Key creation and revocation are admin actions: recorded when an audit log is given."""
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def ensure_tenant(self, name: str) -> str:
@@ -98,9 +101,13 @@ class KeyService:
             count = (await conn.execute(select(func.count()).select_from(api_keys))).scalar_one()
         if count:
             return None
-        return await self.create("default", name="bootstrap admin", scopes=["admin"])
+        return await self.create(
+            "default", name="bootstrap admin", scopes=["admin"], actor="system:bootstrap"
+        )
 
-    async def create(self, tenant: str, *, name: str, scopes: list[str] | None = None) -> NewKey:
+    async def create(
+        self, tenant: str, *, name: str, scopes: list[str] | None = None, actor: str = "system"
+    ) -> NewKey:
         chosen = sorted(set(scopes or DEFAULT_SCOPES))
         unknown = set(chosen) - SCOPES
         if unknown:
@@ -124,6 +131,16 @@ class KeyService:
                     created_at=created,
                 )
             )
+            if self.audit is not None:
+                entry = AuditEntry(
+                    tenant_id=tenant_id,
+                    actor=actor,
+                    action="key.created",
+                    subject=key_id,
+                    outcome="ok",
+                    data={"name": name, "prefix": prefix, "scopes": chosen},
+                )
+                await self.audit.append(conn, entry)
         info = KeyInfo(key_id, tenant, name, prefix, chosen, created, None)
         return NewKey(info, f"wk_{prefix}_{secret}")
 
@@ -139,17 +156,23 @@ class KeyService:
                 for r in rows
             ]
 
-    async def revoke(self, key: str) -> KeyInfo:
+    async def revoke(self, key: str, *, actor: str = "system") -> KeyInfo:
         """Revoke by id (``key_…``) or prefix."""
         async with self.db.transaction() as conn:
             result = await conn.execute(
                 update(api_keys)
                 .where((api_keys.c.id == key) | (api_keys.c.prefix == key), api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=wall_clock())
-                .returning(api_keys.c.id)
+                .returning(api_keys.c.id, api_keys.c.tenant_id)
             )
-            if result.first() is None:
+            row = result.first()
+            if row is None:
                 raise NotFound(f"no active API key {key!r}", code="key_not_found")
+            if self.audit is not None:
+                entry = AuditEntry(
+                    tenant_id=row.tenant_id, actor=actor, action="key.revoked", subject=row.id, outcome="ok"
+                )
+                await self.audit.append(conn, entry)
         self._cache.clear()
         for info in await self.list():
             if key in (info.id, info.prefix):

@@ -4,7 +4,7 @@ events. Every query is scoped by the caller's tenant: another tenant's task is n
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,6 +14,8 @@ from warden.errors import Conflict, InvalidInput, NotFound
 from warden.events.log import EventLog
 from warden.events.stream import follow
 from warden.events.types import Event
+from warden.governance.budgets import BudgetLedger
+from warden.governance.pii.guard import PiiGuard, VaultReader, can_read_pii
 from warden.ids import new_id
 from warden.queue.sql import SqlTaskQueue
 from warden.service.agents import AgentCatalog
@@ -50,6 +52,9 @@ class TaskService:
         self.catalog = catalog
         self.max_attempts = max_attempts
         self.max_input_chars = max_input_chars
+        self.pii: PiiGuard | None = None
+        """Set by the runtime when redaction is on: ``pii:read`` callers see real values."""
+        self.budgets: BudgetLedger | None = None
 
     async def submit(self, principal: Principal, sub: Submission) -> tuple[TaskRecord, bool]:
         """Queue a task; returns it and whether it was created (False: idempotent replay)."""
@@ -62,6 +67,10 @@ class TaskService:
         existing = await self._by_idempotency_key(principal, sub.idempotency_key)
         if existing is not None:
             return existing, False
+        if self.budgets:
+            await self.budgets.check(
+                principal.tenant_id, await self._agent_of(principal, sub), adding_task=True
+            )
         try:
             task_id = await self._insert(principal, sub)
         except IntegrityError:
@@ -71,6 +80,23 @@ class TaskService:
                 raise
             return existing, False
         return await self.get(principal, task_id), True
+
+    async def _agent_of(self, principal: Principal, sub: Submission) -> str:
+        if sub.session_id is None:
+            return sub.agent or ""
+        async with self.db.read() as conn:
+            return (await session_row(conn, sub.session_id, principal.tenant_id)).agent
+
+    def _reader(self, principal: Principal, record: TaskRecord) -> VaultReader | None:
+        if self.pii is None or not can_read_pii(principal.scopes):
+            return None
+        return VaultReader(self.pii, self.db, record.session_id or record.id)
+
+    async def _revealed(self, principal: Principal, record: TaskRecord) -> TaskRecord:
+        reader = self._reader(principal, record)
+        if reader is None or record.output is None:
+            return record
+        return replace(record, output=await reader.reveal(record.output))
 
     async def _by_idempotency_key(self, principal: Principal, key: str | None) -> TaskRecord | None:
         if key is None:
@@ -171,12 +197,13 @@ class TaskService:
             record = await get_task(conn, task_id, principal.tenant_id)
         if record is None:
             raise NotFound(f"no task {task_id!r}", code="task_not_found")
-        return record
+        return await self._revealed(principal, record)
 
     async def list(self, principal: Principal, **filters: Any) -> list[TaskRecord]:
         principal.require("tasks:read")
         async with self.db.read() as conn:
-            return await list_tasks(conn, principal.tenant_id, **filters)
+            records = await list_tasks(conn, principal.tenant_id, **filters)
+        return [await self._revealed(principal, r) for r in records]
 
     async def cancel(self, principal: Principal, task_id: str) -> TaskRecord:
         """Cancel a task; a finished task is returned unchanged."""
@@ -190,12 +217,21 @@ class TaskService:
         return await self.get(principal, task_id)
 
     async def events(self, principal: Principal, task_id: str, after: int = 0) -> AsyncIterator[Event]:
-        """Every event after ``after`` until the task ends; checks access before the first."""
-        await self.get(principal, task_id)
+        """Every event after ``after`` until the task ends; checks access before the first.
+        Placeholders of the PII vault stay unless the caller holds ``pii:read``."""
+        record = await self.get(principal, task_id)
 
         async def is_finished() -> bool:
             async with self.db.read() as conn:
                 record = await get_task(conn, task_id)
             return record is None or record.status.is_terminal
 
-        return follow(self.log, task_id, after=after, is_finished=is_finished)
+        stream = follow(self.log, task_id, after=after, is_finished=is_finished)
+        reader = self._reader(principal, record)
+        return stream if reader is None else _revealing(stream, reader)
+
+
+async def _revealing(stream: AsyncIterator[Event], reader: VaultReader) -> AsyncIterator[Event]:
+    async for event in stream:
+        data = await reader.reveal(event.data)
+        yield event if data is event.data else replace(event, data=data)

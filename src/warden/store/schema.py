@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -228,6 +229,18 @@ approvals = Table(
     UniqueConstraint("task_id", "call_key", name="uq_approvals_task_call"),
     Index("ix_approvals_tenant_status", "tenant_id", "status", "created_at"),
     Index("ix_approvals_pending_expiry", "status", "expires_at"),
+)
+
+# Sealed PII vaults (AES-GCM, bound to their scope id): one per session, or per task when a task
+# has no session. ``entries`` lets a writer skip re-sealing a vault that has not grown.
+pii_vaults = Table(
+    "pii_vaults",
+    metadata,
+    Column("scope_id", String(40), primary_key=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )
 
 # The audit log: one hash chain per tenant. ``audit_heads`` holds each chain's newest seq and

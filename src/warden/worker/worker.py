@@ -92,6 +92,8 @@ class Worker:
 
     async def run(self) -> None:
         log.info("worker %s started (concurrency %d)", self.id, self.concurrency)
+        # Before leasing: a task's first step should not wait for the language model to load.
+        await self.runtime.load_pii()
         try:
             async with asyncio.TaskGroup() as group:
                 background = [
@@ -219,6 +221,10 @@ class Worker:
             approvals=runtime.config.approvals,
             audit=runtime.audit,
             price=runtime.config.models[spec.model].price if spec.model in runtime.config.models else None,
+            pii=runtime.pii,
+            budgets=runtime.budgets,
+            untrusted=runtime.config.untrusted_content,
+            injection=runtime.injection,
         )
         running.loop = loop
         remaining = spec.limits.timeout - run_seconds

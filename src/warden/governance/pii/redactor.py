@@ -65,6 +65,7 @@ def replace_spans(text: str, spans: Sequence[PiiSpan], vault: PiiVault) -> str:
     pieces: list[str] = []
     cursor = 0
     protected = _placeholder_spans(text)
+    spans = [*spans, *_known_spans(text, vault)]
     # Decided before this text allocates anything: "<PERSON_1>" typed next to the first person
     # found here is a literal, not a reference to the placeholder that person is about to get.
     issued = {text[s.start : s.end] for s in protected if text[s.start : s.end] in vault}
@@ -78,6 +79,16 @@ def replace_spans(text: str, spans: Sequence[PiiSpan], vault: PiiVault) -> str:
         cursor = span.end
     pieces.append(text[cursor:])
     return "".join(pieces)
+
+
+def _known_spans(text: str, vault: PiiVault) -> list[PiiSpan]:
+    pattern = vault.known_values()
+    if pattern is None:
+        return []
+    return [
+        PiiSpan(m.start(), m.end(), vault.entity_of(m[0]) or LITERAL_ENTITY, 1.0, "vault")
+        for m in pattern.finditer(text)
+    ]
 
 
 # -- restoring ------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ class PiiVault:
     Thread-safe; the repr shows counts, never values.
     """
 
-    __slots__ = ("_by_placeholder", "_by_value", "_counters", "_lock", "max_entries", "session_id")
+    __slots__ = ("_by_placeholder", "_by_value", "_counters", "_known", "_lock", "max_entries", "session_id")
 
     def __init__(self, session_id: str, *, max_entries: int = 100_000) -> None:
         if not session_id:
@@ -123,6 +123,7 @@ class PiiVault:
         self._by_value: dict[str, VaultEntry] = {}
         self._by_placeholder: dict[str, VaultEntry] = {}
         self._counters: dict[str, int] = {}
+        self._known: tuple[int, re.Pattern[str] | None] = (0, None)
         self._lock = threading.Lock()
 
     # -- mapping ----------------------------------------------------------------------------
@@ -157,6 +158,26 @@ class PiiVault:
         """The placeholder already issued for ``value``, if any (allocates nothing)."""
         entry = self._by_value.get(value)
         return entry.placeholder if entry is not None else None
+
+    def known_values(self) -> re.Pattern[str] | None:
+        """A pattern matching every value the vault holds as a whole word (longest first), so a
+        value found once is redacted wherever it appears again, even where detection would miss
+        it (a bare number in a tool's JSON). None while the vault is empty."""
+        with self._lock:
+            count, pattern = self._known
+            if count == len(self._by_value):
+                return pattern
+            values = sorted(
+                (v for v, e in self._by_value.items() if e.entity != LITERAL_ENTITY), key=len, reverse=True
+            )
+            alternation = "|".join(re.escape(v) for v in values)
+            pattern = re.compile(rf"(?<!\w)(?:{alternation})(?!\w)") if values else None
+            self._known = (len(self._by_value), pattern)
+            return pattern
+
+    def entity_of(self, value: str) -> str | None:
+        entry = self._by_value.get(value)
+        return entry.entity if entry is not None else None
 
     def __contains__(self, placeholder: object) -> bool:
         return placeholder in self._by_placeholder
