@@ -42,6 +42,7 @@ from warden.governance.untrusted import (
     InjectionDetector,
     UntrustedContentConfig,
     mark_tool_output,
+    model_description,
 )
 from warden.models.base import (
     Completed,
@@ -243,7 +244,10 @@ class AgentLoop:
         # events, the gate and the journal's plans use the real ones.
         wire = wire_tool_names(tools)
         self._by_wire_name = {wire[name]: tool for name, tool in tools.items()}
-        self._tool_specs = tuple(ToolSpec(wire[t.name], t.description, t.parameters) for t in tools.values())
+        mark = self.untrusted.mark_tool_output
+        self._tool_specs = tuple(
+            ToolSpec(wire[t.name], model_description(t, mark=mark), t.parameters) for t in tools.values()
+        )
 
     # -- entry -----------------------------------------------------------------------------
 

@@ -47,6 +47,11 @@ class MCPTool:
     def __post_init__(self) -> None:
         self.name = qualified(self.server, self.remote_name)
 
+    @property
+    def description_source(self) -> str:
+        """Who wrote the description: a third party, so the model is told it is untrusted."""
+        return f"MCP server {self.server!r}"
+
     def update(self, definition: dict[str, Any]) -> None:
         self.description = str(definition.get("description") or "")
         schema = definition.get("inputSchema")
