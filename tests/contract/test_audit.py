@@ -243,3 +243,19 @@ async def test_data_that_is_not_plain_json_is_refused(audit: AuditLog) -> None:
     with pytest.raises(InvalidInput):
         await audit.record(decision(data={"x": object()}))
     assert await audit.list("tnt_a") == []
+
+
+async def test_a_batch_appended_in_one_transaction_chains_in_order(audit: AuditLog, db: Database) -> None:
+    await append_many(audit, 2)
+    async with db.transaction() as conn:
+        records = await audit.append_many(conn, [decision("tnt_a", n) for n in (10, 11, 12)])
+    assert [r.seq for r in records] == [3, 4, 5]
+    assert records[1].prev_hash == records[0].hash and records[2].prev_hash == records[1].hash
+    stored = list(reversed(await audit.list("tnt_a")))
+    assert [r.hash for r in stored[2:]] == [r.hash for r in records]
+    assert (await audit.verify("tnt_a")).ok
+    assert await audit.head("tnt_a") == ChainHead(5, records[-1].hash)
+    async with db.transaction() as conn:
+        assert await audit.append_many(conn, []) == []
+        with pytest.raises(ValueError, match="one tenant"):
+            await audit.append_many(conn, [decision("tnt_a"), decision("tnt_b")])

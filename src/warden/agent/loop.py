@@ -440,56 +440,49 @@ class AgentLoop:
                 await tx.emit_many(self.task_id, items, guard=self.queue.guard(self.lease))
             await self._seal(tx)
             # Last, so the tenant's audit chain stays locked only until this commit.
-            await self._audit_model_call(tx, step, turn)
-            for plan in plans:
-                await self._audit_decision(tx, plan)
+            if self.audit is not None:
+                entries = [self._model_call_entry(step, turn), *(self._decision_entry(p) for p in plans)]
+                await self.audit.append_many(tx.conn, [e for e in entries if e is not None])
 
-    async def _audit_model_call(self, tx: Tx, step: int, turn: _Turn) -> None:
+    def _model_call_entry(self, step: int, turn: _Turn) -> AuditEntry | None:
         """Every model call's metadata (never its content) is in the audit log, with the turn."""
-        if self.audit is None or turn.journalled:
-            return
+        if turn.journalled:
+            return None
         response = turn.response
-        await self.audit.append(
-            tx.conn,
-            AuditEntry(
-                tenant_id=self.lease.tenant_id,
-                actor=f"agent:{self.spec.name}",
-                action="model.call",
-                subject=self.spec.model,
-                outcome=response.finish_reason or "stop",
-                data={
-                    "task_id": self.task_id,
-                    "step": step,
-                    "model": response.model,
-                    "usage": response.usage.to_dict(),
-                    "tool_calls": [self._tool_name(c) for c in response.message.tool_calls],
-                    "pii_redacted": self.pii is not None,
-                },
-            ),
+        return AuditEntry(
+            tenant_id=self.lease.tenant_id,
+            actor=f"agent:{self.spec.name}",
+            action="model.call",
+            subject=self.spec.model,
+            outcome=response.finish_reason or "stop",
+            data={
+                "task_id": self.task_id,
+                "step": step,
+                "model": response.model,
+                "usage": response.usage.to_dict(),
+                "tool_calls": [self._tool_name(c) for c in response.message.tool_calls],
+                "pii_redacted": self.pii is not None,
+            },
         )
 
-    async def _audit_decision(self, tx: Tx, plan: _Plan) -> None:
+    def _decision_entry(self, plan: _Plan) -> AuditEntry | None:
         """Every policy decision is in the audit log, committed with the turn that made it."""
-        if self.audit is None or plan.decision is None:
-            return
+        if plan.decision is None:
+            return None
         decision = plan.decision
         if decision.verdict is Verdict.ALLOW and decision.rule == RULE_DEFAULT:
             # A side-effect-free tool no rule names (a lookup, a calculation): its decision is a
-            # policy.decision event of the task, not an audit entry, so the chain's per-tenant
-            # lock is not taken on every read-only step.
-            return
-        await self.audit.append(
-            tx.conn,
-            AuditEntry(
-                tenant_id=self.lease.tenant_id,
-                actor=f"agent:{self.spec.name}",
-                action="tool.decision",
-                subject=self._tool_name(plan.call),
-                outcome=decision.verdict.value,
-                rule=decision.rule,
-                reason=self._mask(decision.reason)[:2000],
-                data={"task_id": self.task_id, "step": plan.step, "call_id": plan.call.id},
-            ),
+            # policy.decision event of the task, not an audit entry.
+            return None
+        return AuditEntry(
+            tenant_id=self.lease.tenant_id,
+            actor=f"agent:{self.spec.name}",
+            action="tool.decision",
+            subject=self._tool_name(plan.call),
+            outcome=decision.verdict.value,
+            rule=decision.rule,
+            reason=self._mask(decision.reason)[:2000],
+            data={"task_id": self.task_id, "step": plan.step, "call_id": plan.call.id},
         )
 
     def _decision_item(self, plan: _Plan) -> tuple[EventType, dict[str, Any]]:
@@ -842,7 +835,9 @@ class AgentLoop:
                 usage=state.usage_dict(),
                 fenced=bool(items),
             )
-            await self._audit_model_call(tx, state.step, turn)
+            entry = self._model_call_entry(state.step, turn)
+            if self.audit is not None and entry is not None:
+                await self.audit.append_many(tx.conn, [entry])
 
     def _tool_message(self, call: ToolCall, result: ToolResult) -> Message:
         content = result.content

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,35 +141,56 @@ class AuditLog:
         """Add ``entry`` inside the caller's write transaction (``db.transaction()``), so it
         commits or rolls back with the decision it records. It holds the tenant's chain lock until
         that transaction ends: append late in a transaction, and keep the transaction short."""
-        data_text = canonical_json(dict(entry.data))
-        head = (await conn.execute(self._lock_head(entry.tenant_id))).first()
+        (record,) = await self.append_many(conn, [entry])
+        return record
+
+    async def append_many(self, conn: AsyncConnection, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Several entries of one tenant, chained in order, with one lock of the chain's head and
+        one write of its rows (a turn's model call and decisions)."""
+        if not entries:
+            return []
+        tenant_id = entries[0].tenant_id
+        if any(e.tenant_id != tenant_id for e in entries):
+            raise ValueError("append_many takes entries of one tenant")
+        head = (await conn.execute(self._lock_head(tenant_id))).first()
         if head is None:
-            await conn.execute(self._create_head(entry.tenant_id))
-            head = (await conn.execute(self._lock_head(entry.tenant_id))).one()
-        seq = int(head.seq) + 1
+            await conn.execute(self._create_head(tenant_id))
+            head = (await conn.execute(self._lock_head(tenant_id))).one()
+        seq = int(head.seq)
         ts = float(head.now)
         prev_hash = str(head.hash)
-        values: dict[str, Any] = {
-            "tenant_id": entry.tenant_id,
-            "seq": seq,
-            "ts": ts,
-            "actor": entry.actor,
-            "action": entry.action,
-            "subject": entry.subject,
-            "outcome": entry.outcome,
-            "rule": entry.rule,
-            "reason": entry.reason,
-            "data": data_text,
-            "prev_hash": prev_hash,
-        }
-        digest = self._seal(values)
-        await conn.execute(audit_log.insert().values(**values, hash=digest, key_id=self.key_id))
-        await conn.execute(
+        rows: list[dict[str, Any]] = []
+        records: list[AuditRecord] = []
+        for entry in entries:
+            seq += 1
+            data_text = canonical_json(dict(entry.data))
+            values: dict[str, Any] = {
+                "tenant_id": tenant_id,
+                "seq": seq,
+                "ts": ts,
+                "actor": entry.actor,
+                "action": entry.action,
+                "subject": entry.subject,
+                "outcome": entry.outcome,
+                "rule": entry.rule,
+                "reason": entry.reason,
+                "data": data_text,
+                "prev_hash": prev_hash,
+            }
+            prev_hash = self._seal(values)
+            rows.append({**values, "hash": prev_hash, "key_id": self.key_id})
+            records.append(
+                AuditRecord(**{**values, "data": json.loads(data_text)}, hash=prev_hash, key_id=self.key_id)
+            )
+        # No result is needed: on SQLite both statements ride with the transaction's next unit.
+        await _write(conn, audit_log.insert(), rows)
+        await _write(
+            conn,
             update(audit_heads)
-            .where(audit_heads.c.tenant_id == entry.tenant_id)
-            .values(seq=seq, hash=digest, updated_at=ts)
+            .where(audit_heads.c.tenant_id == tenant_id)
+            .values(seq=seq, hash=prev_hash, updated_at=ts),
         )
-        return AuditRecord(**{**values, "data": json.loads(data_text)}, hash=digest, key_id=self.key_id)
+        return records
 
     async def record(self, entry: AuditEntry) -> AuditRecord:
         """Append ``entry`` in a transaction of its own (when there is no decision to join)."""
@@ -358,3 +379,11 @@ def _record(row: Any) -> AuditRecord:
         hash=row.hash,
         key_id=row.key_id,
     )
+
+
+async def _write(conn: Any, statement: Any, parameters: Any = None) -> None:
+    defer = getattr(conn, "defer", None)  # the SQLite writer's transaction (see events.log.Tx.write)
+    if defer is not None:
+        defer(statement, parameters)
+    else:
+        await conn.execute(statement, parameters)
