@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install demo test test-fast lint format bench bench-quick services sandbox-deps node-tools clean
+.PHONY: help install demo test test-fast lint format bench bench-quick services sandbox-deps node-tools browser clean
 
 help:
 	@echo "make demo    start Warden and run the demo agent live (no model key needed)"
@@ -33,6 +33,9 @@ sandbox-deps:
 node-tools:
 	@scripts/ensure-node.sh >/dev/null
 
+browser:
+	@scripts/ensure-browser.sh
+
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -42,7 +45,7 @@ format: install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: install services sandbox-deps node-tools lint
+test: install services sandbox-deps node-tools browser lint
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 test-fast: install

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from warden.api._auth import principal
 from warden.api.schemas import AgentView, ErrorBody
+from warden.config import AgentSpec, ModelPrice
 from warden.service.keys import Principal
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -18,7 +19,7 @@ Caller = Annotated[Principal, Depends(principal)]
 async def list_agents(request: Request, caller: Caller) -> list[AgentView]:
     caller.require("tasks:read")
     catalog = request.app.state.runtime.catalog
-    return [AgentView.of(spec) for _, spec in sorted(catalog.current.items())]
+    return [AgentView.of(spec, price=_price(request, spec)) for _, spec in sorted(catalog.current.items())]
 
 
 @router.get("/{name}", response_model=AgentView, responses={404: {"model": ErrorBody}})
@@ -26,4 +27,9 @@ async def get_agent(name: str, request: Request, caller: Caller) -> AgentView:
     caller.require("tasks:read")
     catalog = request.app.state.runtime.catalog
     spec = catalog.get(name)
-    return AgentView.of(spec, await catalog.versions(name))
+    return AgentView.of(spec, await catalog.versions(name), price=_price(request, spec))
+
+
+def _price(request: Request, spec: AgentSpec) -> ModelPrice | None:
+    model = request.app.state.runtime.config.models.get(spec.model)
+    return model.price if model is not None else None

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.routing import Route
 
-from warden import __version__
+from warden import __version__, console
 from warden.api import _errors, agents, approvals, audit, health, sandboxes, sessions, tasks
 from warden.api._limits import BodySizeLimit
 from warden.config import WardenConfig
@@ -92,6 +92,7 @@ def create_app(
         app.include_router(module.router)
     # Any method: POST carries JSON-RPC, GET the legacy server-to-client stream, DELETE ends a session.
     app.router.routes.append(Route(MCP_PATH, endpoint=mcp_endpoint, include_in_schema=False))
+    console.mount(app)
     return app
 
 

@@ -149,6 +149,30 @@ async def get_sandbox(sandbox_id: str, request: Request, caller: Caller) -> Sand
     return SandboxView.of(await _manager(request).get(caller.tenant_id, sandbox_id))
 
 
+class SandboxResources(BaseModel):
+    template: str
+    limits: dict[str, Any]
+    """The template's ``cpus``, ``memory_mb``, ``pids``, ``disk_mb``, ``output_bytes``, ``timeout``."""
+    egress: bool
+    allow: list[str]
+    """Where the egress proxy lets the sandbox connect (empty when ``egress`` is off)."""
+
+
+@router.get("/{sandbox_id}/resources", response_model=SandboxResources, responses=_errors)
+async def sandbox_resources(sandbox_id: str, request: Request, caller: Caller) -> SandboxResources:
+    """The limits the sandbox runs under, from its template (read without waking it)."""
+    caller.require("sandboxes:read")
+    manager = _manager(request)
+    record = await manager.get(caller.tenant_id, sandbox_id)
+    template = manager.template(record.template)
+    return SandboxResources(
+        template=template.name,
+        limits=template.limits.model_dump(),
+        egress=template.network.egress,
+        allow=template.network.allow if template.network.egress else [],
+    )
+
+
 @router.delete("/{sandbox_id}", status_code=204, responses=_errors)
 async def delete_sandbox(sandbox_id: str, request: Request, caller: Caller) -> Response:
     caller.require("sandboxes:write")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from warden.config import AgentSpec
+from warden.config import AgentSpec, ModelPrice
 from warden.service.sessions import Multitask, SessionRecord
 from warden.store.tasks import TaskRecord, TaskStatus
 
@@ -162,9 +162,14 @@ class AgentView(BaseModel):
     tools: list[str]
     limits: dict[str, Any]
     versions: list[str] | None = None
+    price: dict[str, float] | None = None
+    """The model's price in US dollars per million tokens (``input_per_mtok``, ``output_per_mtok``),
+    when ``warden.yaml`` gives one: the console estimates a task's cost with it."""
 
     @classmethod
-    def of(cls, spec: AgentSpec, versions: list[str] | None = None) -> AgentView:
+    def of(
+        cls, spec: AgentSpec, versions: list[str] | None = None, price: ModelPrice | None = None
+    ) -> AgentView:
         return cls(
             name=spec.name,
             version=spec.version,
@@ -173,6 +178,7 @@ class AgentView(BaseModel):
             tools=spec.tools,
             limits=spec.limits.model_dump(),
             versions=versions,
+            price=price.model_dump() if price is not None else None,
         )
 
 
