@@ -52,11 +52,11 @@ test-fast: install
 	$(BIN)/pytest -q -x tests/unit
 
 bench: install services sandbox-deps
-	@for b in step_overhead submit_latency throughput sse_fanout; do \
+	@for b in step_overhead submit_latency throughput sse_fanout checkpoint_bytes; do \
 		echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
 
 bench-quick: install services
-	@for b in step_overhead submit_latency throughput sse_fanout; do \
+	@for b in step_overhead submit_latency throughput sse_fanout checkpoint_bytes; do \
 		echo "== bench.$$b --quick"; $(BIN)/python -m bench.$$b --quick || exit 1; done
 
 clean:

@@ -144,6 +144,22 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                     _verdict(unc["p99"] <= 100.0),
                 )
             )
+    ckpt = _load("checkpoint_bytes")
+    if ckpt:
+        for backend, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+            r = ckpt["results"].get(backend)
+            if r is None:
+                continue
+            out.append(
+                (
+                    f"Checkpoint bytes per step, {r['steps']}-step task, {label} (mean; last step)",
+                    "≤ 4,096 B",
+                    f"{r['mean_checkpoint_bytes_per_step']:,.0f} B; {r['last_checkpoint_bytes']:,.0f} B",
+                    f"step increment p50: {r['increment_bytes_per_step']['p50']:,.0f} B "
+                    f"(total ×{r['total_vs_increments']})",
+                    _verdict(r["mean_checkpoint_bytes_per_step"] <= 4096),
+                )
+            )
     return out
 
 

@@ -29,6 +29,8 @@ from warden.governance.budgets import BudgetConfig
 from warden.governance.pii.config import PiiConfig
 from warden.governance.policy.config import PolicyConfig
 from warden.governance.untrusted import UntrustedContentConfig
+from warden.retention.config import RetentionConfig
+from warden.telemetry.config import TelemetryConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 """Agents, models and tools are named like DNS labels, so they are safe in URLs and logs."""
@@ -443,6 +445,7 @@ class WardenConfig(BaseSettings):
     database_url: str | None = None
     """``postgresql+asyncpg://…`` or ``sqlite+aiosqlite:///…``; SQLite under ``home`` when unset."""
     redis_url: str | None = None
+    """``redis://host:port/db``: cluster mode's event bus (wake-ups, event fan-out, cancels)."""
     log_level: str = "INFO"
     server: ServerConfig = Field(default_factory=ServerConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
@@ -453,6 +456,10 @@ class WardenConfig(BaseSettings):
     """Folders of agent spec files (``*.yaml``), read in addition to ``agents``."""
     tools: list[ToolConfig] = Field(default_factory=list)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    """Traces (OTLP), `/metrics` access; see docs/operations.md."""
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    """How long finished tasks, events, checkpoints and snapshots are kept (the audit log: forever)."""
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     """Tool-call rules (allow / deny / ask); see docs/governance.md."""

@@ -33,6 +33,8 @@ from warden.service.sessions import SessionService
 from warden.service.tasks import TaskService
 from warden.store.database import Database
 from warden.store.migrate import upgrade
+from warden.telemetry.genai import counted_policy
+from warden.telemetry.tracing import configure_tracing
 from warden.tools.mcp import MCPManager, PinStore
 from warden.tools.registry import ToolRegistry
 
@@ -71,6 +73,7 @@ class Runtime:
     @classmethod
     async def open(cls, config: WardenConfig) -> Runtime:
         config.home.mkdir(parents=True, exist_ok=True)
+        configure_tracing(config.telemetry)
         # MCP servers are contacted lazily, on an agent's first call of one of their tools.
         mcp = MCPManager(config.mcp_servers, log_dir=config.home / "mcp") if config.mcp_servers else None
         tools = ToolRegistry.from_config(config.tools, mcp=mcp)
@@ -146,7 +149,7 @@ class Runtime:
             queue=queue,
             catalog=catalog,
             tools=tools,
-            gate=Gate(tool_policy(policy)),
+            gate=Gate(counted_policy(tool_policy(policy))),
             policy=policy,
             audit=audit,
             keys=KeyService(db, audit=audit),

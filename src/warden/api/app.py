@@ -14,13 +14,14 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from warden import __version__, console
-from warden.api import _errors, agents, approvals, audit, health, sandboxes, sessions, tasks
+from warden.api import _errors, agents, approvals, audit, health, metrics, sandboxes, sessions, tasks
 from warden.api._limits import BodySizeLimit
 from warden.config import WardenConfig
 from warden.protocols.mcp import MCP_PATH, McpEndpoint, serve_http
 from warden.protocols.mcp.http import MAX_REQUEST_BYTES as MCP_MAX_REQUEST_BYTES
 from warden.runtime import Runtime
 from warden.service.keys import DEFAULT_SCOPES, NewKey, Principal
+from warden.telemetry.http import HttpTelemetry
 from warden.worker.worker import Worker
 
 log = logging.getLogger("warden.api")
@@ -88,7 +89,9 @@ def create_app(
         upload_max_bytes=sandboxes.MAX_FILE_BYTES,
         path_max_bytes={MCP_PATH: MCP_MAX_REQUEST_BYTES},
     )
-    for module in (tasks, sessions, agents, sandboxes, approvals, audit, health):
+    # Outermost: it times everything below, size limits and error handling included.
+    app.add_middleware(HttpTelemetry)
+    for module in (tasks, sessions, agents, sandboxes, approvals, audit, health, metrics):
         app.include_router(module.router)
     # Any method: POST carries JSON-RPC, GET the legacy server-to-client stream, DELETE ends a session.
     app.router.routes.append(Route(MCP_PATH, endpoint=mcp_endpoint, include_in_schema=False))

@@ -24,7 +24,9 @@ from warden.cli import _logging
 from warden.cli._common import KeyOpt, UrlOpt, api_key, api_url, config_from, console, fail, run_async
 from warden.cli.approvals import app as approvals_app
 from warden.cli.audit import app as audit_app
+from warden.cli.doctor import doctor as doctor_command
 from warden.cli.mcp import app as mcp_app
+from warden.cli.prune import prune as prune_command
 from warden.cli.render import StreamRenderer
 from warden.cli.sandbox import app as sandbox_app
 from warden.client.http import WardenClient
@@ -43,6 +45,28 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(mcp_app, name="mcp")
 app.add_typer(audit_app, name="audit")
 app.add_typer(approvals_app, name="approvals")
+app.command("doctor")(doctor_command)
+app.command("prune")(prune_command)
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@app.callback()
+def _global_options(
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            envvar="WARDEN_LOG_FORMAT",
+            help="Log lines as text, or as JSON with task_id and trace_id (serve, worker, demo).",
+        ),
+    ] = LogFormat.TEXT,
+) -> None:
+    _logging.use_format(log_format.value)
+
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="warden.yaml to read.", exists=False)]
 
@@ -136,6 +160,7 @@ def _safe_url(url: str) -> str:
 
 def _run_workers(cfg: Any, count: int, concurrency: int | None = None) -> None:
     from warden.runtime import Runtime
+    from warden.telemetry.worker_http import worker_endpoints
     from warden.worker.worker import Worker
 
     _logging.setup(cfg.home, cfg.log_level)
@@ -154,7 +179,9 @@ def _run_workers(cfg: Any, count: int, concurrency: int | None = None) -> None:
             loop.add_signal_handler(sig, stop_all)
         console.print(f"[bold]Warden worker[/] × {count} (pid {os.getpid()}) — SIGTERM stops it gracefully")
         try:
-            await asyncio.gather(*(w.run() for w in pool))
+            # Probes and scrapers of a worker-only process (telemetry.worker_port; off by default).
+            async with worker_endpoints(runtime, cfg.server.host, cfg.telemetry.worker_port):
+                await asyncio.gather(*(w.run() for w in pool))
         finally:
             await runtime.close()
 

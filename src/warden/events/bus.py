@@ -58,7 +58,10 @@ class EventBus(Protocol):
         self, task_id: str, after: int = 0
     ) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
 
-    def notify_work(self) -> None: ...
+    def notify_work(self, *, local: bool = False) -> None:
+        """Wake idle workers: every process's, or with ``local`` only this process's (a slot of
+        its own freed up; telling the cluster would send every worker to the database)."""
+        ...
 
     async def wait_for_work(self, timeout: float) -> bool: ...
 
@@ -121,7 +124,7 @@ class LocalEventBus:
             if events:
                 self.publish(events)
 
-    def notify_work(self) -> None:
+    def notify_work(self, *, local: bool = False) -> None:
         self._work.set()
 
     async def wait_for_work(self, timeout: float) -> bool:

@@ -14,6 +14,8 @@ from warden.events.types import EventType
 from warden.queue.lease import Lease, LeaseLost
 from warden.store.schema import approvals, sessions, tasks
 from warden.store.tasks import ACTIVE_STATUSES, TaskStatus
+from warden.telemetry.metrics import observe_task_end
+from warden.telemetry.tracing import current_traceparent
 
 
 class SqlTaskQueue:
@@ -39,6 +41,8 @@ class SqlTaskQueue:
             # The database's clock, like every lease time, so a skewed API host cannot delay it.
             available_at=None if held else self.db.now(),
         )
+        # The submitting request's trace, continued by the worker's invoke_agent span.
+        row.setdefault("traceparent", current_traceparent())
         await tx.conn.execute(insert(tasks).values(row))
         await tx.emit(
             row["id"],
@@ -306,9 +310,24 @@ class SqlTaskQueue:
         if usage is not None:
             values["usage"] = usage
         result = await tx.conn.execute(
-            update(tasks).where(tasks.c.id == task_id).values(**values).returning(tasks.c.session_id)
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(**values)
+            .returning(
+                tasks.c.session_id,
+                tasks.c.agent_name,
+                tasks.c.created_at,
+                tasks.c.finished_at,
+                tasks.c.run_seconds,
+            )
         )
-        session_id = result.scalar_one()
+        ended = result.one()
+        session_id = ended.session_id
+        tx.after_commit(
+            lambda: observe_task_end(
+                ended.agent_name, status.value, ended.finished_at - ended.created_at, ended.run_seconds
+            )
+        )
         if status is not TaskStatus.COMPLETED:
             # A task cancelled (or failed) while it awaited approval leaves nothing pending in
             # the inbox, and nothing for the expiry sweep to retry.

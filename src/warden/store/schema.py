@@ -104,6 +104,8 @@ tasks = Table(
     Column("started_at", Float),
     Column("finished_at", Float),
     Column("run_seconds", Float, nullable=False, default=0.0),
+    # W3C traceparent of the request that submitted the task (tracing on), continued by workers.
+    Column("traceparent", String(64)),
     UniqueConstraint("tenant_id", "idempotency_key"),
     Index("ix_tasks_tenant_created", "tenant_id", "created_at"),
     Index("ix_tasks_session_created", "session_id", "created_at"),

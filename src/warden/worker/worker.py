@@ -23,6 +23,9 @@ from warden.models.base import Message
 from warden.queue.lease import Lease, LeaseLost
 from warden.store.schema import sessions, tasks
 from warden.store.tasks import TaskStatus
+from warden.telemetry.genai import TracedProvider, traced_tools
+from warden.telemetry.logs import bind_task
+from warden.telemetry.tracing import invoke_agent_span
 
 if TYPE_CHECKING:
     from warden.runtime import Runtime
@@ -78,7 +81,7 @@ class Worker:
     def request_stop(self) -> None:
         """Stop leasing and begin the graceful shutdown (what SIGTERM does)."""
         self._stopping.set()
-        self.runtime.bus.notify_work()
+        self.runtime.bus.notify_work(local=True)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -101,6 +104,9 @@ class Worker:
                     group.create_task(self._every(self.config.cancel_poll_interval, self._poll_cancels)),
                     group.create_task(self._every(self.config.reap_interval, self._reap)),
                 ]
+                retention = self.runtime.config.retention
+                if retention.enabled:
+                    background.append(group.create_task(self._every(retention.interval, self._prune)))
                 await self._lease_loop(group)
                 await self._shutdown()
                 for t in background:
@@ -167,6 +173,13 @@ class Worker:
         if expired:
             log.info("%d approval(s) expired and took their default decision", expired)
 
+    async def _prune(self) -> None:
+        from warden.retention.pruner import Pruner
+
+        counts = await Pruner.for_runtime(self.runtime).run()
+        if any(counts.values()):
+            log.info("retention pruned %s", ", ".join(f"{n} {kind}" for kind, n in counts.items() if n))
+
     async def _shutdown(self) -> None:
         """Let running tool calls finish within the grace period, then give every task back."""
         if not self._running:
@@ -185,6 +198,7 @@ class Worker:
 
     async def _run_lease(self, running: _Running) -> None:
         lease = running.lease
+        bind_task(lease.task_id)  # this asyncio task's log records carry the task id
         try:
             await self._execute(running)
         except Exception:
@@ -193,7 +207,8 @@ class Worker:
             self._running.pop(lease.task_id, None)
             if not self._running:
                 self._drained.set()
-            self.runtime.bus.notify_work()
+            # A slot of this worker is free: only this process needs to look for work.
+            self.runtime.bus.notify_work(local=True)
 
     async def _execute(self, running: _Running) -> None:
         lease = running.lease
@@ -201,9 +216,11 @@ class Worker:
         queue = runtime.queue
         try:
             spec = await runtime.catalog.version(lease.agent_name, lease.agent_version)
-            provider = runtime.provider(spec.model)
-            tools = runtime.tools.resolve(spec.tools)
-            task_input, run_seconds = await self._load_input(lease)
+            inner_provider = runtime.provider(spec.model)  # ConfigError for an unknown model
+            model = runtime.config.models[spec.model]
+            provider = TracedProvider(inner_provider, provider=model.provider, base_url=model.base_url)
+            tools = traced_tools(runtime.tools.resolve(spec.tools))
+            task_input, run_seconds, traceparent = await self._load_input(lease)
         except (ConfigError, NotFound) as exc:
             await queue.retry_or_fail(lease, exc.to_dict(), retryable=False)
             return
@@ -230,8 +247,18 @@ class Worker:
         remaining = spec.limits.timeout - run_seconds
 
         async def attempt() -> None:
-            async with asyncio.timeout(max(remaining, 0.0)):
-                await loop.run(task_input)
+            with invoke_agent_span(
+                agent=spec.name,
+                version=spec.version,
+                task_id=lease.task_id,
+                attempt=lease.attempt,
+                model=model.model or spec.model,
+                provider=model.provider,
+                session_id=lease.session_id,
+                traceparent=traceparent,
+            ):
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    await loop.run(task_input)
 
         running.inner = asyncio.create_task(attempt(), name=f"loop:{lease.task_id}")
         if running.stop_reason is not None:
@@ -288,11 +315,13 @@ class Worker:
             error = {"code": "internal_error", "message": f"{type(failure).__name__}: {failure}"[:2000]}
             await queue.retry_or_fail(lease, error, retryable=True, run_seconds=elapsed)
 
-    async def _load_input(self, lease: Lease) -> tuple[TaskInput, float]:
+    async def _load_input(self, lease: Lease) -> tuple[TaskInput, float, str | None]:
         async with self.runtime.db.read() as conn:
             row = (
                 await conn.execute(
-                    select(tasks.c.input, tasks.c.run_seconds).where(tasks.c.id == lease.task_id)
+                    select(tasks.c.input, tasks.c.run_seconds, tasks.c.traceparent).where(
+                        tasks.c.id == lease.task_id
+                    )
                 )
             ).one()
             history: list[Message] = []
@@ -302,4 +331,4 @@ class Worker:
                 ).first()
                 if srow is not None:
                     history = [Message.from_dict(m) for m in srow.history or []]
-        return TaskInput(text=row.input, history=history), float(row.run_seconds or 0.0)
+        return TaskInput(text=row.input, history=history), float(row.run_seconds or 0.0), row.traceparent
