@@ -6,12 +6,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help install demo test test-fast lint format bench bench-quick services sandbox-deps node-tools browser clean
+.PHONY: help install demo test test-fast lint format bench bench-quick services sandbox-deps node-tools browser clean cluster-demo
 
 help:
 	@echo "make demo    start Warden and run the demo agent live (no model key needed)"
 	@echo "make test    lint, type-check and run every test (starts PostgreSQL if absent)"
 	@echo "make bench   run the benchmarks (bench/results/*.json, docs/benchmarks.md)"
+	@echo "make cluster-demo  2 API + 3 worker processes on PostgreSQL and Redis, tasks streaming"
 	@echo "make lint    ruff and mypy only"
 
 $(STAMP): pyproject.toml
@@ -26,6 +27,9 @@ demo: install sandbox-deps
 
 services:
 	@scripts/ensure-services.sh
+
+cluster-demo: install
+	@scripts/cluster-demo.sh
 
 sandbox-deps:
 	@scripts/ensure-sandbox.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure a PostgreSQL answers on 127.0.0.1:5432 for the tests. Uses the one running if there
+# Make sure Redis answers on 127.0.0.1:6379 and a PostgreSQL on 127.0.0.1:5432 for the tests. Uses the one running if there
 # is one; otherwise starts the machine's cluster, or installs PostgreSQL and starts a throwaway
 # cluster with trust auth under /tmp (never touching an existing cluster's configuration).
 set -euo pipefail
@@ -8,6 +8,20 @@ port="${WARDEN_TEST_PG_PORT:-5432}"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 listening() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
+
+# Redis on 127.0.0.1:6379 for cluster mode (the cluster tests start their own redis-server too).
+redis_port="${WARDEN_TEST_REDIS_PORT:-6379}"
+if ! (exec 3<>"/dev/tcp/$host/$redis_port") 2>/dev/null; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "installing Redis (for cluster mode and its tests)…"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  echo "starting Redis on $host:$redis_port…"
+  redis-server --daemonize yes --bind "$host" --port "$redis_port" --save '' --appendonly no \
+    --dir /tmp --logfile /tmp/warden-redis.log
+  for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/$host/$redis_port") 2>/dev/null && break; sleep 0.1; done
+fi
 
 if listening; then exit 0; fi
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from warden.config import AgentSpec, ModelPrice, WardenConfig
 from warden.errors import ConfigError
-from warden.events.bus import EventBus, LocalEventBus
+from warden.events.bus import EventBus
+from warden.events.factory import build_event_bus
 from warden.events.log import EventLog
 from warden.governance.audit import AuditLog
 from warden.governance.budgets import BudgetLedger
@@ -113,9 +114,7 @@ class Runtime:
             async def read_log(task_id: str, after: int) -> list:  # type: ignore[type-arg]
                 return await holder["log"].read(task_id, after)
 
-            bus = LocalEventBus(
-                read_log, poll_interval=config.worker.poll_interval, buffer=config.events.subscriber_buffer
-            )
+            bus = build_event_bus(config, read_log)
             event_log = EventLog(db, bus)
             holder["log"] = event_log
             queue = SqlTaskQueue(
