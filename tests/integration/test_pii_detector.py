@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from pydantic import ValidationError
 
 from warden.governance.pii import (
     PiiConfig,
@@ -143,3 +144,37 @@ async def test_round_trip_through_a_model_and_a_tool(detector: PiiDetector) -> N
     assert tool_arguments == {"to": "jane.roe@example.org", "body": "Hello,\nabout 4111-1111-1111-1111"}
     tool_result = await redactor.redact_json({"sent_to": "jane.roe@example.org", "id": 7}, vault)
     assert tool_result == {"sent_to": email, "id": 7}
+
+
+def test_a_local_number_counts_only_after_a_word_that_says_phone(detector: PiiDetector) -> None:
+    assert ("PHONE_NUMBER", "555-0123") in found(detector, "Call John Smith at 555-0123 please")
+    assert ("PHONE_NUMBER", "555-0123") in found(detector, "Send an SMS to 555-0123: we are late")
+    assert not any(e == "PHONE_NUMBER" for e, _ in found(detector, "Part 555-0123 costs 3 dollars"))
+
+
+def test_a_value_the_vault_holds_is_redacted_wherever_it_reappears(detector: PiiDetector) -> None:
+    redactor = PiiRedactor(detector)
+    vault = PiiVault("s")
+    assert redactor.redact_sync("Call John Smith at 555-0123", vault) == "Call <PERSON_1> at <PHONE_NUMBER_1>"
+    # No context word, inside JSON: detection alone would miss it; the vault does not.
+    assert (
+        redactor.redact_sync('{"to": "555-0123", "ok": true}', vault)
+        == '{"to": "<PHONE_NUMBER_1>", "ok": true}'
+    )
+    assert redactor.redact_sync("order 1555-01234", vault) == "order 1555-01234"  # whole words only
+
+
+def test_patterns_only_mode_needs_no_language_model() -> None:
+    with pytest.raises(ValidationError, match="PERSON"):
+        PiiConfig(enabled=True, ner=False)
+    config = PiiConfig(enabled=True, ner=False, entities=["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"])
+    fast = PiiDetector(config)
+    try:
+        spans = {
+            (s.entity, "x")
+            for s in fast.detect_sync("Mail jane@example.com or call 555-0123, card 4111 1111 1111 1111")
+        }
+        assert spans == {("EMAIL_ADDRESS", "x"), ("PHONE_NUMBER", "x"), ("CREDIT_CARD", "x")}
+        assert fast.detect_sync("John Smith lives in Paris") == []
+    finally:
+        fast.close()

