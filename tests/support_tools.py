@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 from warden.tools.base import ToolContext, ToolResult, tool
 
@@ -33,3 +34,27 @@ async def lookup(key: str, seconds: float = 0.0) -> ToolResult:
     _record(f"lookup {key}")
     await asyncio.sleep(seconds)
     return ToolResult(f"value of {key}")
+
+
+def payer_config(model: str, model_url: str, worker: dict[str, Any]) -> dict[str, Any]:
+    """warden.yaml of the ``payer`` agent, which charges cards through these tools, for tests that
+    run Warden in other processes (durability, cluster)."""
+    return {
+        "models": {"default": {"provider": "openai", "model": model, "base_url": model_url, "api_key": "x"}},
+        "agents": [
+            {
+                "name": "payer",
+                "instructions": "Pay what you are told to pay.",
+                "tools": ["charge_card", "lookup"],
+            }
+        ],
+        "agents_dirs": [],
+        "sandbox": {"enabled": False},
+        "tools": [
+            {"name": "charge_card", "python": "tests.support_tools:charge_card"},
+            {"name": "lookup", "python": "tests.support_tools:lookup"},
+        ],
+        # charge_card has side effects: without this rule the policy would ask a human.
+        "policy": {"rules": [{"name": "payer-may-charge", "tools": ["charge_card"], "decision": "allow"}]},
+        "worker": worker,
+    }

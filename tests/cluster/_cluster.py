@@ -21,6 +21,7 @@ import yaml
 from httpx_sse import aconnect_sse
 
 from tests.cluster._services import free_port
+from tests.support_tools import payer_config
 from warden.config import load_config
 from warden.events.types import Event
 from warden.runtime import Runtime
@@ -57,32 +58,10 @@ class WardenCluster:
         self.config_path = tmp / "warden.yaml"
         self.config_path.write_text(
             yaml.safe_dump(
-                {
-                    "models": {
-                        "default": {
-                            "provider": "openai",
-                            "model": model,
-                            "base_url": model_url,
-                            "api_key": "x",
-                        }
-                    },
-                    "agents": [
-                        {
-                            "name": "payer",
-                            "instructions": "Pay what you are told to pay.",
-                            "tools": ["charge_card", "lookup"],
-                        }
-                    ],
-                    "agents_dirs": [],
-                    "sandbox": {"enabled": False},
-                    "tools": [
-                        {"name": "charge_card", "python": "tests.support_tools:charge_card"},
-                        {"name": "lookup", "python": "tests.support_tools:lookup"},
-                    ],
-                    "policy": {
-                        "rules": [{"name": "payer-may-charge", "tools": ["charge_card"], "decision": "allow"}]
-                    },
-                    "worker": {
+                payer_config(
+                    model,
+                    model_url,
+                    {
                         "lease_ttl": 4,
                         "poll_interval": 0.2,
                         "reap_interval": 0.3,
@@ -91,7 +70,7 @@ class WardenCluster:
                         "max_attempts": max_attempts,
                         **(worker or {}),
                     },
-                }
+                )
             )
         )
         # Everything that differs per deployment comes from the environment, as in production.

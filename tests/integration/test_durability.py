@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import script, step
+from tests.support_tools import payer_config
 from warden.config import load_config
 from warden.events.types import Event, EventType
 from warden.runtime import Runtime
@@ -42,37 +43,16 @@ class Cluster:
                 {
                     "home": str(tmp / "home"),
                     "database_url": database_url,
-                    "models": {
-                        "default": {
-                            "provider": "openai",
-                            "model": model,
-                            "base_url": fake_llm.url,
-                            "api_key": "x",
-                        }
-                    },
-                    "agents": [
+                    **payer_config(
+                        model,
+                        fake_llm.url,
                         {
-                            "name": "payer",
-                            "instructions": "Pay what you are told to pay.",
-                            "tools": ["charge_card", "lookup"],
-                        }
-                    ],
-                    "agents_dirs": [],
-                    "sandbox": {"enabled": False},
-                    "tools": [
-                        {"name": "charge_card", "python": "tests.support_tools:charge_card"},
-                        {"name": "lookup", "python": "tests.support_tools:lookup"},
-                    ],
-                    # charge_card has side effects: without this rule policy would ask a human.
-                    "policy": {
-                        "rules": [{"name": "payer-may-charge", "tools": ["charge_card"], "decision": "allow"}]
-                    },
-                    "worker": {
-                        "lease_ttl": 2,
-                        "poll_interval": 0.1,
-                        "reap_interval": 0.3,
-                        "cancel_poll_interval": 0.1,
-                    },
+                            "lease_ttl": 2,
+                            "poll_interval": 0.1,
+                            "reap_interval": 0.3,
+                            "cancel_poll_interval": 0.1,
+                        },
+                    ),
                 }
             )
         )
