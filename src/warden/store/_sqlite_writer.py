@@ -163,7 +163,7 @@ class WriterTransaction:
         def job(conn: Connection) -> T:
             try:
                 if begin:
-                    if conn.in_transaction():  # cannot happen; never build on a stray transaction
+                    if conn.get_transaction() is not None:  # never build on a stray transaction
                         log.warning("SQLite writer: rolling back a transaction left open")
                         conn.rollback()
                     conn.begin()  # BEGIN IMMEDIATE (the engine's "begin" listener)
@@ -230,7 +230,9 @@ def _nothing(conn: Connection) -> None:
 
 
 def _rollback(conn: Connection) -> None:
-    if conn.in_transaction():
+    # get_transaction, not in_transaction: a transaction whose COMMIT failed (a full disk) is
+    # inactive, so in_transaction() is False, yet it blocks every later begin() until rolled back.
+    if conn.get_transaction() is not None:
         conn.rollback()
 
 
