@@ -102,6 +102,11 @@ async def test_pii_round_trip(make_config: MakeConfig, database_url: str) -> Non
         and finished["data"]["data"]["to"] == "<PHONE_NUMBER_1>"
     )
     assert {"model.call", "tool.decision"} <= {a["action"] for a in audit}
+    (decision,) = [a for a in audit if a["action"] == "tool.decision" and a["data"]["task_id"] == task_id]
+    assert decision["data"]["arguments"] == {
+        "to": "<PHONE_NUMBER_1>",
+        "body": "Hi <PERSON_1>, we are on our way",
+    }
     # pii:read reveals the same events and output with the real values.
     assert revealed_task["output"] == "I texted John Smith at 555-0123."
     (revealed,) = [e for e in revealed_events if e["type"] == "tool.finished"]

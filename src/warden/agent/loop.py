@@ -5,6 +5,7 @@ resumed attempt replays what is done and runs only what is not (invariant 3)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,6 @@ from warden.governance.gate import CallContext, Gate
 from warden.governance.pii.errors import PiiError
 from warden.governance.pii.guard import PiiGuard, SessionVault, mask_known
 from warden.governance.pii.redactor import restore_json
-from warden.governance.policy.engine import RULE_DEFAULT
 from warden.governance.untrusted import (
     UNTRUSTED_NOTE,
     Finding,
@@ -466,14 +466,11 @@ class AgentLoop:
         )
 
     def _decision_entry(self, plan: _Plan) -> AuditEntry | None:
-        """Every policy decision is in the audit log, committed with the turn that made it."""
+        """Every tool call's decision is in the audit log, committed with the turn that made it,
+        with the arguments as the model gave them (placeholders, never restored PII values)."""
         if plan.decision is None:
             return None
         decision = plan.decision
-        if decision.verdict is Verdict.ALLOW and decision.rule == RULE_DEFAULT:
-            # A side-effect-free tool no rule names (a lookup, a calculation): its decision is a
-            # policy.decision event of the task, not an audit entry.
-            return None
         return AuditEntry(
             tenant_id=self.lease.tenant_id,
             actor=f"agent:{self.spec.name}",
@@ -482,7 +479,12 @@ class AgentLoop:
             outcome=decision.verdict.value,
             rule=decision.rule,
             reason=self._mask(decision.reason)[:2000],
-            data={"task_id": self.task_id, "step": plan.step, "call_id": plan.call.id},
+            data={
+                "task_id": self.task_id,
+                "step": plan.step,
+                "call_id": plan.call.id,
+                "arguments": _audit_arguments(plan.arguments),
+            },
         )
 
     def _decision_item(self, plan: _Plan) -> tuple[EventType, dict[str, Any]]:
@@ -875,3 +877,15 @@ def _jsonable(value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         return json.loads(json.dumps(value, default=str))
+
+
+MAX_AUDIT_ARGUMENTS = 8_000
+"""Characters of a call's arguments kept in its audit entry; longer ones keep a digest."""
+
+
+def _audit_arguments(arguments: dict[str, Any] | None) -> Any:
+    text = json.dumps(_jsonable(arguments), ensure_ascii=False, sort_keys=True)
+    if len(text) <= MAX_AUDIT_ARGUMENTS:
+        return json.loads(text)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return {"truncated": True, "characters": len(text), "sha256": digest}
