@@ -75,7 +75,7 @@ class PiiConfig(BaseModel):
     """Minimum detection score (Presidio's 0–1 confidence) for a span to be redacted. 0.4 keeps
     phone numbers with no context word nearby (Presidio scores those 0.4)."""
     phone_regions: list[str] = Field(
-        default_factory=lambda: ["US", "UK", "DE", "FE", "IL", "IN", "CA", "BR"], min_length=1, max_length=50
+        default_factory=lambda: ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"], min_length=1, max_length=50
     )
     """Regions whose national phone formats are recognised (``phonenumbers`` region codes;
     Presidio's default list). Each costs a pass over the text (about 1 ms per KB here):
