@@ -150,6 +150,13 @@ async def test_the_same_value_keeps_its_placeholder_across_a_session(
             "/v1/tasks", json={"session_id": session_id, "input": f"Text me on {REAL[1]} or call {REAL[0]}"}
         )
         await follow_to_end(client, second.json()["id"])
+        # The session's messages: placeholders for an admin key, real values for pii:read.
+        stored = (await client.get(f"/v1/sessions/{session_id}")).json()["messages"]
+        assert stored[0]["content"] == "My number is <PHONE_NUMBER_1>"
+        reader = await h.key_for("default", ["tasks:read", "pii:read"])
+        async with h.client(reader) as revealing:
+            revealed = (await revealing.get(f"/v1/sessions/{session_id}")).json()["messages"]
+        assert revealed[0]["content"] == f"My number is {REAL[1]}"
     last = fake_llm.requests_for(config.models["default"].model)[-1]["messages"]
     users = [m["content"] for m in last if m["role"] == "user"]
     assert users == ["My number is <PHONE_NUMBER_1>", "Text me on <PHONE_NUMBER_1> or call <PERSON_1>"]
