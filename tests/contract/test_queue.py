@@ -180,3 +180,16 @@ async def test_lease_never_takes_more_than_asked(runtime: Runtime) -> None:
     assert len(await runtime.queue.lease("w1", 1)) == 1
     assert len(await runtime.queue.lease("w1", 3)) == 3
     assert len(await runtime.queue.lease("w1", 100)) == 6
+
+
+async def test_a_dead_or_stopping_workers_tasks_go_back_to_their_place_in_line(runtime: Runtime) -> None:
+    first, second = await _submit(runtime, 2)
+    leases = {lease.task_id: lease for lease in await runtime.queue.lease("w1", 2)}
+    assert set(leases) == {first, second}
+    newer = await _submit(runtime, 3)
+    await _expire(runtime, first)
+    assert await runtime.queue.reap() == [first]
+    assert await runtime.queue.release(leases[second], "shutting down")
+    # Both resume before the three tasks submitted after them.
+    assert {lease.task_id for lease in await runtime.queue.lease("w2", 2)} == {first, second}
+    assert {lease.task_id for lease in await runtime.queue.lease("w2", 5)} == set(newer)

@@ -175,7 +175,9 @@ class SqlTaskQueue:
                     status=TaskStatus.QUEUED.value,
                     lease_owner=None,
                     lease_until=None,
-                    available_at=self.db.now(),
+                    # Back to its place in line, not the end: it had been leased, so it has
+                    # already waited its turn (and holds finished steps in its journal).
+                    available_at=tasks.c.created_at,
                     attempt=tasks.c.attempt - 1,
                     run_seconds=tasks.c.run_seconds + run_seconds,
                 )
@@ -217,7 +219,7 @@ class SqlTaskQueue:
         result = await tx.conn.execute(
             update(tasks)
             .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.AWAITING_APPROVAL.value)
-            .values(status=TaskStatus.QUEUED.value, available_at=self.db.now())
+            .values(status=TaskStatus.QUEUED.value, available_at=tasks.c.created_at)
         )
         if result.rowcount != 1:
             return False
@@ -430,7 +432,9 @@ class SqlTaskQueue:
                             status=TaskStatus.QUEUED.value,
                             lease_owner=None,
                             lease_until=None,
-                            available_at=now,
+                            # Its place in line (see `release`): a dead worker's tasks resume
+                            # before newer ones, not behind the whole backlog.
+                            available_at=tasks.c.created_at,
                         )
                     )
                     await tx.emit(
