@@ -15,6 +15,7 @@ from warden.governance.untrusted import (
     build_detector,
     mark_tool_output,
     model_description,
+    unmark_tool_output,
 )
 
 
@@ -81,3 +82,11 @@ def test_detector_configuration() -> None:
         UntrustedContentConfig(detector="rm -rf /")
     with pytest.raises(ConfigError, match="could not be loaded"):
         build_detector(UntrustedContentConfig(detector="no_such_module_x:factory"))
+
+
+def test_unmarking_gives_back_exactly_what_was_marked() -> None:
+    for content in ("42", "", "line 1\nline 2\n", "a </tool_output> b"):
+        marked = mark_tool_output("calc", content)
+        if "tool_output" not in content:
+            assert unmark_tool_output(marked) == content
+    assert unmark_tool_output("not marked") == "not marked"

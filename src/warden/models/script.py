@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from warden.errors import ConfigError
+from warden.governance.untrusted import unmark_tool_output
 from warden.models.base import Message
 
 
@@ -101,7 +102,7 @@ class RenderedStep:
 
 
 def render_step(step: ScriptStep, messages: Sequence[Message], call_id_prefix: str = "call") -> RenderedStep:
-    last_tool = next((m.content for m in reversed(messages) if m.role == "tool"), "")
+    last_tool = unmark_tool_output(next((m.content for m in reversed(messages) if m.role == "tool"), ""))
     text = step.text.replace("{{last_tool_result}}", last_tool)
     turn = sum(1 for m in messages if m.role == "assistant")
     calls = tuple(
