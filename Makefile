@@ -49,8 +49,12 @@ format: install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# Two test processes: most tests wait on subprocesses, sandboxes and the network, so two halve
+# the wall time on a 2-core machine (each has its own PostgreSQL database and ports).
+PYTEST_WORKERS ?= 2
+
 test: install services sandbox-deps node-tools browser lint
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -n $(PYTEST_WORKERS)
 
 test-fast: install
 	$(BIN)/pytest -q -x tests/unit
