@@ -32,6 +32,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +177,16 @@ async def _stream(url: str, key: str, task_id: str) -> bool:
     return False
 
 
+KEEP_LOGS = os.environ.get("WARDEN_BENCH_KEEP_LOGS")
+"""A folder: the processes' logs are kept there (one sub-folder per run) instead of deleted."""
+
+
 async def run_load(database_url: str, redis_url: str | None, total: int, duration: float) -> dict[str, Any]:
+    keep = Path(KEEP_LOGS) / ("redis" if redis_url else "polling") if KEEP_LOGS else None
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="warden-bench-load-") as tmp_name:
-        cluster = Cluster(Path(tmp_name), database_url, redis_url)
+        cluster = Cluster(keep or Path(tmp_name), database_url, redis_url)
         try:
             return await _drive(cluster, database_url, redis_url, total, duration)
         finally:
@@ -196,6 +204,8 @@ async def _drive(
     ]
     accepted: list[str] = []
     rejected = 0
+    rejections: Counter[str] = Counter()
+    """Why submits were rejected: an HTTP status, or the client exception's type (a time-out)."""
     streams: list[asyncio.Task[bool]] = []
     inflight: set[asyncio.Task[None]] = set()
     kill: dict[str, Any] = {}
@@ -205,11 +215,13 @@ async def _drive(
         nonlocal rejected
         try:
             response = await clients[i % 2].post("/v1/tasks", json={"agent": "bench", "input": f"task {i}"})
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             rejected += 1
+            rejections[type(exc).__name__] += 1
             return
         if response.status_code != 202:
             rejected += 1
+            rejections[f"HTTP {response.status_code}"] += 1
             return
         task_id = response.json()["id"]
         accepted.append(task_id)
@@ -250,7 +262,9 @@ async def _drive(
             break
         await asyncio.sleep(0.5)
     stream_ok = await asyncio.gather(*streams)
-    rows = await conn.fetch("SELECT id, status, attempt, created_at, started_at, finished_at FROM tasks")
+    rows = await conn.fetch(
+        "SELECT id, status, attempt, created_at, started_at, finished_at, error::text AS error FROM tasks"
+    )
     for client in clients:
         await client.aclose()
     await conn.close()
@@ -258,6 +272,11 @@ async def _drive(
     by_id = {r["id"]: r for r in rows}
     done = [r for r in rows if r["status"] == "completed"]
     failed = sum(1 for r in rows if r["status"] in ("failed", "cancelled"))
+    failures = Counter(
+        str((json.loads(r["error"]) or {}).get("code", "?")) if r["error"] else r["status"]
+        for r in rows
+        if r["status"] in ("failed", "cancelled")
+    )
     lost = sum(1 for t in accepted if t not in by_id or by_id[t]["finished_at"] is None)
     first = min(r["created_at"] for r in rows)
     last = max(r["finished_at"] for r in done)
@@ -279,6 +298,8 @@ async def _drive(
             "rejected_submits": rejected,
             "failed_tasks": failed,
             "broken_streams": sum(1 for ok in stream_ok if not ok),
+            "rejections": dict(rejections),
+            "failures": dict(failures),
         },
         "streams_checked": len(stream_ok),
         "lost": lost,

@@ -444,6 +444,9 @@ class WardenConfig(BaseSettings):
     """Where the SQLite database, logs and sandbox state live."""
     database_url: str | None = None
     """``postgresql+asyncpg://…`` or ``sqlite+aiosqlite:///…``; SQLite under ``home`` when unset."""
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    """PostgreSQL connections one process holds at most. Every API and worker process counts:
+    keep processes × this below the server's ``max_connections`` (100 by default)."""
     redis_url: str | None = None
     """``redis://host:port/db``: cluster mode's event bus (wake-ups, event fan-out, cancels)."""
     log_level: str = "INFO"

@@ -105,7 +105,7 @@ class Runtime:
                     f"budget {budget.name!r} has max_cost but an agent it covers uses a model without "
                     "a price: set models.<name>.price"
                 )
-        db = Database(config.resolved_database_url)
+        db = Database(config.resolved_database_url, pool_size=config.database_pool_size)
         audit = AuditLog.from_env(db)
         try:
             await upgrade(db)

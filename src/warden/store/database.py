@@ -34,7 +34,7 @@ _WRITER_WAIT = 60.0
 class Database:
     """Owns the engines. `transaction()` for writes, `read()` for reads."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
         try:
             parsed = make_url(url)
         except Exception as exc:
@@ -60,9 +60,12 @@ class Database:
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+asyncpg")
             # No pre-ping: it costs a round trip per transaction; a dropped connection surfaces
-            # as StorageError once and the pool replaces it.
+            # as StorageError once and the pool replaces it. No overflow: a process never holds
+            # more than ``pool_size`` connections, so N processes stay under PostgreSQL's
+            # max_connections (a burst waits for a connection instead of being refused by the
+            # server: "too many clients" failed tasks under load).
             self._writer = create_async_engine(
-                parsed, echo=echo, pool_size=10, max_overflow=20, pool_recycle=1800
+                parsed, echo=echo, pool_size=pool_size, max_overflow=0, pool_recycle=1800
             )
             self._reader = self._writer
             self._sqlite_writer = None
