@@ -397,6 +397,10 @@ export function render(main, [taskId]) {
   // Applied events not yet handed to the event list.
   const unlisted = [];
   let taskChanged = false;
+  // Approvals asked for and not yet decided. The task becomes awaiting_approval only when its
+  // step ends, a moment after approval.required, with no event of its own: while some are open
+  // and the task still reads "running", it is read again until it does not.
+  let approvalsOpen = 0;
   let frameRequested = false;
   let dirtyTimeline = false;
   let lastSync = 0;
@@ -501,6 +505,7 @@ export function render(main, [taskId]) {
     try {
       task = await api(path`/v1/tasks/${taskId}`);
       if (!stopped) renderTask();
+      if (!stopped && approvalsOpen > 0 && task.status === "running") refreshAgain = true;
     } catch {
       // The stream's state line tells the user about connection trouble.
     } finally {
@@ -522,6 +527,8 @@ export function render(main, [taskId]) {
       timeline.apply(event);
       unlisted.push(event);
       if (event.type !== "model.delta" && event.type !== "tool.output") taskChanged = true;
+      if (event.type === "approval.required") approvalsOpen += 1;
+      if (event.type === "approval.decided") approvalsOpen = Math.max(0, approvalsOpen - 1);
       eventCount += 1;
     }
     const burstOver = nextPending >= pending.length;
