@@ -164,6 +164,7 @@ class Runtime:
             approvals=ApprovalService(db, event_log, queue, audit),
         )
         runtime.tasks.pii = pii
+        runtime.sessions.pii = pii
         runtime.tasks.budgets = runtime.budgets
         return runtime
 

@@ -83,6 +83,7 @@ async def test_pii_round_trip(make_config: MakeConfig, database_url: str) -> Non
             audit = (await client.get("/v1/audit", params={"limit": 200})).json()["items"]
         async with h.client(reader) as client:
             revealed_task = (await client.get(f"/v1/tasks/{task_id}")).json()
+            revealed_list = (await client.get("/v1/tasks")).json()["items"]
             revealed_events = await follow_to_end(client, task_id)
         assert h.runtime is not None
         async with h.runtime.db.read() as conn:
@@ -109,6 +110,7 @@ async def test_pii_round_trip(make_config: MakeConfig, database_url: str) -> Non
     }
     # pii:read reveals the same events and output with the real values.
     assert revealed_task["output"] == "I texted John Smith at 555-0123."
+    assert [t["output"] for t in revealed_list] == ["I texted John Smith at 555-0123."]
     (revealed,) = [e for e in revealed_events if e["type"] == "tool.finished"]
     assert revealed["data"]["data"]["to"] == "555-0123"
     assert [e["seq"] for e in revealed_events] == [e["seq"] for e in events]

@@ -551,12 +551,11 @@ class AgentLoop:
             plan.kind = _Kind.DONE
             plan.result = ToolResult(entry.data["content"], entry.data["is_error"])
             return plan
-        tool, arguments, problem = self._check_call(call)
+        tool, arguments, real, problem = self._check_call(call)
         if problem is not None:
             return plan.refuse(ToolResult(self._mask(problem), is_error=True))
-        assert tool is not None and arguments is not None
-        plan.tool, plan.arguments = tool, arguments
-        plan.real_arguments = self._restored(arguments)
+        assert tool is not None and arguments is not None and real is not None
+        plan.tool, plan.arguments, plan.real_arguments = tool, arguments, real
         if entry is not None and entry.status is EntryStatus.STARTED:
             if not tool.idempotent:
                 # Started in an attempt that died before recording the outcome: running it
@@ -572,7 +571,7 @@ class AgentLoop:
             plan.kind = _Kind.RERUN
             return plan
         assert self.state is not None
-        decision = self.gate.decide_tool(self._ctx(self.state), tool, plan.real_arguments)
+        decision = self.gate.decide_tool(self._ctx(self.state), tool, real)
         if decision.verdict is Verdict.ALLOW and tool.side_effects:
             finding = self._injection_finding(step)
             if finding is not None:
@@ -608,7 +607,8 @@ class AgentLoop:
             return plan.refuse(ToolResult(f"the call to {tool.name} {verb}{why}", is_error=True))
         if approval.edited_arguments is not None:
             edited = dict(approval.edited_arguments)
-            problem = _schema_problem(tool, self._restored(edited))
+            real = self._restored(edited)
+            problem = _schema_problem(tool, real)
             if problem is not None:
                 return plan.refuse(
                     ToolResult(
@@ -616,7 +616,7 @@ class AgentLoop:
                         True,
                     )
                 )
-            plan.arguments, plan.real_arguments = edited, self._restored(edited)
+            plan.arguments, plan.real_arguments = edited, real
         plan.kind = _Kind.RUN
         return plan
 
@@ -772,25 +772,30 @@ class AgentLoop:
         tool = self._by_wire_name.get(call.name)
         return tool.name if tool is not None else call.name
 
-    def _check_call(self, call: ToolCall) -> tuple[Tool | None, dict[str, Any] | None, str | None]:
+    def _check_call(
+        self, call: ToolCall
+    ) -> tuple[Tool | None, dict[str, Any] | None, dict[str, Any] | None, str | None]:
+        """(tool, arguments as the model wrote them, the same with real values, problem)."""
         tool = self._by_wire_name.get(call.name)
         if tool is None:
             known = ", ".join(sorted(self._by_wire_name)) or "none"
-            return None, None, f"unknown tool {call.name!r}; the tools you can call are: {known}"
+            return None, None, None, f"unknown tool {call.name!r}; the tools you can call are: {known}"
         try:
             arguments = json.loads(call.arguments) if call.arguments.strip() else {}
         except json.JSONDecodeError as exc:
             return (
                 tool,
                 None,
+                None,
                 f"the arguments of {call.name} are not valid JSON ({exc.msg} at {exc.pos}); resend them",
             )
         if not isinstance(arguments, dict):
-            return tool, None, f"the arguments of {call.name} must be a JSON object"
-        problem = _schema_problem(tool, self._restored(arguments))
+            return tool, None, None, f"the arguments of {call.name} must be a JSON object"
+        real = self._restored(arguments)
+        problem = _schema_problem(tool, real)
         if problem is not None:
-            return tool, None, f"the arguments of {call.name} do not match its schema: {problem}"
-        return tool, arguments, None
+            return tool, None, None, f"the arguments of {call.name} do not match its schema: {problem}"
+        return tool, arguments, real, None
 
     def _restored(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """The arguments with the session's real values back in place of placeholders."""

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from warden.api._auth import principal
 from warden.api.schemas import CreateSession, ErrorBody, SessionView
-from warden.governance.pii.guard import PiiGuard, VaultReader, can_read_pii
 from warden.service.keys import Principal
-from warden.service.sessions import SessionRecord
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 Caller = Annotated[Principal, Depends(principal)]
@@ -37,10 +34,4 @@ async def list_sessions(
 @router.get("/{session_id}", response_model=SessionView, responses=_errors)  # type: ignore[arg-type]
 async def get_session(session_id: str, request: Request, caller: Caller) -> SessionView:
     """The session and its messages; with the PII vault on, placeholders unless ``pii:read``."""
-    runtime = request.app.state.runtime
-    record: SessionRecord = await runtime.sessions.get(caller, session_id)
-    pii: PiiGuard | None = runtime.tasks.pii
-    if pii is not None and can_read_pii(caller.scopes) and record.history:
-        history = await VaultReader(pii, runtime.db, record.id).reveal(record.history)
-        record = replace(record, history=history)
-    return SessionView.of(record)
+    return SessionView.of(await request.app.state.runtime.sessions.get(caller, session_id))

@@ -12,7 +12,6 @@ spend in that interval; the figures in docs/governance.md say how much.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -150,7 +149,6 @@ class BudgetLedger:
         self.cache_seconds = cache_seconds
         self._tenant_names: dict[str, str] = {}
         self._cache: dict[tuple[str, str], tuple[float, BudgetUsage]] = {}
-        self._lock = asyncio.Lock()
 
     def __bool__(self) -> bool:
         return bool(self.budgets)

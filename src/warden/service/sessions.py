@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warden.errors import NotFound
+from warden.governance.pii.guard import PiiGuard
 from warden.ids import new_id
 from warden.service.agents import AgentCatalog
 from warden.service.keys import Principal
@@ -96,6 +97,8 @@ class SessionService:
     def __init__(self, db: Database, catalog: AgentCatalog) -> None:
         self.db = db
         self.catalog = catalog
+        self.pii: PiiGuard | None = None
+        """Set by the runtime when redaction is on: ``pii:read`` callers see real values."""
 
     async def create(
         self, principal: Principal, agent: str, multitask: Multitask, metadata: dict[str, Any]
@@ -106,9 +109,15 @@ class SessionService:
             return await insert_session(conn, principal.tenant_id, agent, multitask, metadata)
 
     async def get(self, principal: Principal, session_id: str) -> SessionRecord:
+        """The session; with the PII vault on, its messages hold placeholders unless the caller
+        has ``pii:read``."""
         principal.require("tasks:read")
         async with self.db.read() as conn:
-            return await session_row(conn, session_id, principal.tenant_id)
+            record = await session_row(conn, session_id, principal.tenant_id)
+        reader = self.pii.reader(self.db, record.id, principal.scopes) if self.pii is not None else None
+        if reader is None or not record.history:
+            return record
+        return replace(record, history=await reader.reveal(record.history))
 
     async def list(self, principal: Principal, limit: int = 50) -> list[SessionRecord]:
         principal.require("tasks:read")

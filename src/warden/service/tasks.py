@@ -15,7 +15,7 @@ from warden.events.log import EventLog
 from warden.events.stream import follow
 from warden.events.types import Event
 from warden.governance.budgets import BudgetLedger
-from warden.governance.pii.guard import PiiGuard, VaultReader, can_read_pii
+from warden.governance.pii.guard import PiiGuard, VaultReader
 from warden.ids import new_id
 from warden.queue.sql import SqlTaskQueue
 from warden.service.agents import AgentCatalog
@@ -88,13 +88,23 @@ class TaskService:
             return (await session_row(conn, sub.session_id, principal.tenant_id)).agent
 
     def _reader(self, principal: Principal, record: TaskRecord) -> VaultReader | None:
-        if self.pii is None or not can_read_pii(principal.scopes):
+        if self.pii is None:
             return None
-        return VaultReader(self.pii, self.db, record.session_id or record.id)
+        return self.pii.reader(self.db, record.session_id or record.id, principal.scopes)
 
-    async def _revealed(self, principal: Principal, record: TaskRecord) -> TaskRecord:
-        reader = self._reader(principal, record)
-        if reader is None or record.output is None:
+    async def _revealed(
+        self, principal: Principal, record: TaskRecord, readers: dict[str, VaultReader | None] | None = None
+    ) -> TaskRecord:
+        """``record`` with its output revealed to a ``pii:read`` caller; ``readers`` shares one
+        reader (one vault read) per session across a page of tasks."""
+        if record.output is None or self.pii is None:
+            return record
+        readers = {} if readers is None else readers
+        scope = record.session_id or record.id
+        if scope not in readers:
+            readers[scope] = self.pii.reader(self.db, scope, principal.scopes)
+        reader = readers[scope]
+        if reader is None:
             return record
         return replace(record, output=await reader.reveal(record.output))
 
@@ -203,7 +213,8 @@ class TaskService:
         principal.require("tasks:read")
         async with self.db.read() as conn:
             records = await list_tasks(conn, principal.tenant_id, **filters)
-        return [await self._revealed(principal, r) for r in records]
+        readers: dict[str, VaultReader | None] = {}
+        return [await self._revealed(principal, r, readers) for r in records]
 
     async def cancel(self, principal: Principal, task_id: str) -> TaskRecord:
         """Cancel a task; a finished task is returned unchanged."""

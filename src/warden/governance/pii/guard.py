@@ -87,12 +87,10 @@ class PiiGuard:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def reveal(self, conn: AsyncConnection, scope_id: str, value: Any, scopes: Collection[str]) -> Any:
-        """``value`` (event data, a task's output) with real values, for a ``pii:read`` reader."""
-        if not can_read_pii(scopes) or not _has_placeholder(value):
-            return value
-        held = await self.open_vault(conn, scope_id)
-        return restore_json(value, held.vault)
+    def reader(self, db: Database, scope_id: str, scopes: Collection[str]) -> VaultReader | None:
+        """What reveals the scope's real values to a caller with ``scopes``: None without
+        ``pii:read``, so callers show placeholders."""
+        return VaultReader(self, db, scope_id) if can_read_pii(scopes) else None
 
 
 class VaultReader:
