@@ -123,26 +123,15 @@ class ServerProcess:
 
 
 async def _serve(config: WardenConfig, port: int, workers: int, loop_name: str) -> None:
-    import uvicorn
-
     from warden.api.app import create_app
+    from warden.api.server import server_for
     from warden.runtime import Runtime
 
     runtime = await Runtime.open(config)
     try:
         admin = await runtime.keys.create("default", name="bench admin", scopes=["admin"])
         app = create_app(config, workers=workers, runtime=runtime)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=port,
-                log_level="warning",
-                lifespan="on",
-                timeout_graceful_shutdown=10,
-                backlog=4096,
-            )
-        )
+        server = server_for(app, host="127.0.0.1", port=port, timeout_graceful_shutdown=10, backlog=4096)
         serving = asyncio.create_task(server.serve())
         async with asyncio.timeout(30):
             while not server.started:

@@ -3,16 +3,15 @@ files, pause/resume/hibernate, snapshots and forks. Verbs follow the names E2B u
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from warden.api._auth import principal
+from warden.api._sse import EventStreamResponse, json_frame
 from warden.api.schemas import ErrorBody, iso
 from warden.errors import WardenError
 from warden.sandbox.backend import SandboxError
@@ -180,7 +179,7 @@ async def delete_sandbox(sandbox_id: str, request: Request, caller: Caller) -> R
     return Response(status_code=204)
 
 
-def _stream(result_of: Any) -> EventSourceResponse:
+def _stream(result_of: Any) -> EventStreamResponse:
     """Run an operation, sending its output as ``stdout``/``stderr`` events and its result last."""
     import asyncio
 
@@ -189,7 +188,7 @@ def _stream(result_of: Any) -> EventSourceResponse:
     async def on_output(stream: str, text: str) -> None:
         await queue.put((stream, {"text": text}))
 
-    async def frames() -> AsyncIterator[ServerSentEvent]:
+    async def frames() -> AsyncIterator[bytes]:
         async def run() -> None:
             try:
                 await queue.put(("result", await result_of(on_output)))
@@ -200,14 +199,14 @@ def _stream(result_of: Any) -> EventSourceResponse:
         try:
             while True:
                 kind, data = await queue.get()
-                yield ServerSentEvent(event=kind, data=json.dumps(data))
+                yield json_frame(data, event=kind)
                 if kind in ("result", "error"):
                     return
         finally:
             if not task.done():
                 task.cancel()
 
-    return EventSourceResponse(frames(), ping=15)
+    return EventStreamResponse(frames())
 
 
 @router.post("/{sandbox_id}/code", responses={200: {"content": {"text/event-stream": {}}}, **_errors})

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, WebSocket, WebSocketDisconnect
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from warden.api._auth import principal, stream_principal, ws_principal
+from warden.api._sse import EventStreamResponse
 from warden.api.schemas import ErrorBody, SubmitTask, TaskAccepted, TaskPage, TaskView
 from warden.errors import InvalidInput, WardenError
 from warden.service.keys import Principal
@@ -125,22 +125,16 @@ async def task_events(
         default=None, ge=0, le=MAX_SEQ, description="Send events with seq greater than this."
     ),
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID", max_length=20),
-) -> EventSourceResponse:
+) -> EventStreamResponse:
     """Every event after ``after`` (or ``Last-Event-ID``), live, until the task ends.
     Each frame has ``id: <seq>``, ``event: <type>`` and the event's JSON as data."""
     events = await _runtime(request).tasks.events(caller, task_id, _resume_point(after, last_event_id))
 
-    async def frames() -> AsyncIterator[ServerSentEvent]:
+    async def frames() -> AsyncIterator[bytes]:
         async for event in events:
-            yield ServerSentEvent(
-                data=event.wire_json,
-                event=event.type.value,
-                id=str(event.seq),
-            )
+            yield event.sse_frame
 
-    return EventSourceResponse(
-        frames(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
+    return EventStreamResponse(frames(), streams=request.app.state.streams)
 
 
 @router.websocket("/{task_id}/stream")

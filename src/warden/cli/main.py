@@ -108,9 +108,8 @@ def serve(
     ] = Role.ALL,
 ) -> None:
     """Serve the HTTP API and run workers in one process."""
-    import uvicorn
-
     from warden.api.app import create_app
+    from warden.api.server import server_for
 
     cfg = config_from(config)
     _check_startable(cfg)
@@ -125,7 +124,7 @@ def serve(
         f"[bold]Warden[/] on [cyan]http://{bind_host}:{bind_port}[/] (docs at /docs) · "
         f"{n_workers} worker(s) · database {escape(_safe_url(cfg.resolved_database_url))} · log {log_path}"
     )
-    uvicorn.run(application, host=bind_host, port=bind_port, log_level="warning", lifespan="on")
+    server_for(application, host=bind_host, port=bind_port).run()
 
 
 def _check_startable(cfg: Any) -> None:
@@ -442,9 +441,8 @@ def demo(
     ] = None,
 ) -> None:
     """Start Warden, run the demo agent live in this terminal, and say where everything is."""
-    import uvicorn
-
     from warden.api.app import create_app
+    from warden.api.server import server_for
     from warden.runtime import Runtime
 
     cfg = config_from(config)
@@ -477,9 +475,7 @@ def demo(
         await runtime.keys.bootstrap()
         key = await runtime.keys.create("default", name="demo", scopes=["admin"])
         application = create_app(cfg, workers=1, runtime=runtime)
-        server = uvicorn.Server(
-            uvicorn.Config(application, host=host, port=port, log_level="warning", lifespan="on")
-        )
+        server = server_for(application, host=host, port=port)
         serving = asyncio.create_task(server.serve())
         url = f"http://{host}:{port}"
         try:

@@ -58,6 +58,12 @@ class Event:
         """The wire JSON, built once however many subscribers receive the event."""
         return json.dumps(self.to_wire(), separators=(",", ":"))
 
+    @cached_property
+    def sse_frame(self) -> bytes:
+        """The server-sent-events frame (``id`` = seq, ``event`` = type), built once per event.
+        JSON holds no raw line break, so the data is one line."""
+        return f"id: {self.seq}\nevent: {self.type.value}\ndata: {self.wire_json}\n\n".encode()
+
     @property
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS

@@ -9,9 +9,9 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import uvicorn
 
 from warden.api.app import create_app
+from warden.api.server import WardenServer, server_for
 from warden.config import WardenConfig
 from warden.runtime import Runtime
 from warden.service.keys import NewKey
@@ -32,7 +32,7 @@ class WardenHarness:
         self.url = f"http://127.0.0.1:{self.port}"
         self.runtime: Runtime | None = None
         self.admin: NewKey | None = None
-        self._server: uvicorn.Server | None = None
+        self._server: WardenServer | None = None
         self._serving: asyncio.Task[None] | None = None
 
     @property
@@ -54,16 +54,7 @@ class WardenHarness:
         self.runtime = await Runtime.open(self.config)
         self.admin = await self.runtime.keys.create("default", name="test admin", scopes=["admin"])
         app = create_app(self.config, workers=self.workers, runtime=self.runtime)
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                lifespan="on",
-                ws="websockets-sansio",
-            )
-        )
+        self._server = server_for(app, host="127.0.0.1", port=self.port, ws="websockets-sansio")
         self._serving = asyncio.create_task(self._server.serve())
         async with asyncio.timeout(20):
             while not self._server.started:
