@@ -259,3 +259,37 @@ async def test_a_batch_appended_in_one_transaction_chains_in_order(audit: AuditL
         assert await audit.append_many(conn, []) == []
         with pytest.raises(ValueError, match="one tenant"):
             await audit.append_many(conn, [decision("tnt_a"), decision("tnt_b")])
+
+
+async def test_append_later_chains_like_append_many_and_rolls_back_with_its_transaction(
+    audit: AuditLog, db: Database
+) -> None:
+    """On SQLite the whole append runs in the writer thread at the transaction's next unit; the
+    chain it leaves is the one ``append_many`` would have left, and a failure after it in the
+    same transaction leaves no entry."""
+    async with db.transaction() as conn:
+        await audit.append_later(conn, [decision("tnt_new", n) for n in (1, 2)])  # creates the head
+    async with db.transaction() as conn:
+        await audit.append_later(conn, [decision("tnt_new", 3)])
+        await audit.append_later(conn, [])
+    stored = list(reversed(await audit.list("tnt_new")))
+    assert [r.seq for r in stored] == [1, 2, 3]
+    assert [r.subject for r in stored] == ["task_1", "task_2", "task_3"]
+    assert (await audit.verify("tnt_new")).ok
+    assert await audit.head("tnt_new") == ChainHead(3, stored[-1].hash)
+
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await audit.append_later(conn, [decision("tnt_new", 4)])
+            await conn.execute(select(audit_heads.c.seq))  # the deferred append runs here
+            raise RuntimeError("the decision's transaction fails")
+    assert [r.seq for r in await audit.list("tnt_new")] == [3, 2, 1]
+    async with db.transaction() as conn:
+        await audit.append_later(conn, [decision("tnt_new", 5)])
+    assert (await audit.verify("tnt_new")).ok
+    newest = (await audit.list("tnt_new"))[0]
+    assert (newest.seq, newest.subject) == (4, "task_5")
+    assert await audit.head("tnt_new") == ChainHead(4, newest.hash)
+    with pytest.raises(ValueError, match="one tenant"):
+        async with db.transaction() as conn:
+            await audit.append_later(conn, [decision("tnt_a"), decision("tnt_b")])

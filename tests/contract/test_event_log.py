@@ -81,3 +81,38 @@ async def test_follow_resumes_after_a_seq_and_sees_live_events_once(runtime: Run
     async with asyncio.timeout(5):
         await reading
     assert seen == [3, 4, 5, 6, 7, 8]
+
+
+async def test_emit_later_fails_the_whole_transaction_when_its_guard_fails(runtime: Runtime) -> None:
+    """A deferred emit is checked at the latest at commit: a failed guard (a lost lease) rolls
+    back everything the transaction wrote before it, and nothing is published."""
+    from sqlalchemy import update
+
+    from warden.events.log import Guard
+    from warden.store.schema import tasks
+
+    task_id = await _task(runtime)
+
+    class Lost(Exception):
+        pass
+
+    lost = Guard(where=(tasks.c.attempt == 99,), values={}, error=Lost)
+    async with runtime.log.bus.subscribe(task_id) as sub:
+        with pytest.raises(Lost):
+            async with runtime.log.transaction() as tx:
+                await tx.write(update(tasks).where(tasks.c.id == task_id).values(agent_version="changed"))
+                await tx.emit_later(task_id, [(EventType.TOOL_OUTPUT, {"text": "never"})], guard=lost)
+        assert sub.drain() == []
+    assert [e.type for e in await runtime.log.read(task_id)] == [EventType.TASK_QUEUED]
+    async with runtime.log.db.read() as conn:
+        record = (await conn.execute(tasks.select().where(tasks.c.id == task_id))).one()
+    assert record.agent_version != "changed"
+
+    async with runtime.log.bus.subscribe(task_id) as sub:
+        async with runtime.log.transaction() as tx:
+            await tx.emit_later(
+                task_id, [(EventType.TOOL_OUTPUT, {"i": 1}), (EventType.TOOL_OUTPUT, {"i": 2})]
+            )
+            await tx.emit(task_id, EventType.TOOL_OUTPUT, {"i": 3})
+        assert [(e.seq, e.data) for e in tx.emitted] == [(2, {"i": 1}), (3, {"i": 2}), (4, {"i": 3})]
+        assert [e.seq for e in sub.drain()] == [2, 3, 4]

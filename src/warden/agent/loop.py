@@ -292,7 +292,7 @@ class AgentLoop:
                 await self._seal(tx)
                 await save_checkpoint(tx, self.task_id, state, update_usage=False)
                 items.append((EventType.TASK_CHECKPOINT, {"step": state.step}))
-                await tx.emit_many(
+                await tx.emit_later(
                     self.task_id, items, guard=self.queue.guard(self.lease, usage=state.usage_dict())
                 )
 
@@ -436,13 +436,12 @@ class AgentLoop:
                     items.append(await self._finish_items(tx, plan))
                 elif plan.kind is _Kind.WAIT:
                     items.append(await self._approval_item(tx, plan))
-            if items:
-                await tx.emit_many(self.task_id, items, guard=self.queue.guard(self.lease))
+            await tx.emit_later(self.task_id, items, guard=self.queue.guard(self.lease))
             await self._seal(tx)
             # Last, so the tenant's audit chain stays locked only until this commit.
             if self.audit is not None:
                 entries = [self._model_call_entry(step, turn), *(self._decision_entry(p) for p in plans)]
-                await self.audit.append_many(tx.conn, [e for e in entries if e is not None])
+                await self.audit.append_later(tx.conn, [e for e in entries if e is not None])
 
     def _model_call_entry(self, step: int, turn: _Turn) -> AuditEntry | None:
         """Every model call's metadata (never its content) is in the audit log, with the turn."""
@@ -844,7 +843,7 @@ class AgentLoop:
             )
             entry = self._model_call_entry(state.step, turn)
             if self.audit is not None and entry is not None:
-                await self.audit.append_many(tx.conn, [entry])
+                await self.audit.append_later(tx.conn, [entry])
 
     def _tool_message(self, call: ToolCall, result: ToolResult) -> Message:
         content = result.content

@@ -66,31 +66,67 @@ class Tx:
     ) -> list[Event]:
         if not items:
             return []
-        count = len(items)
-        bump, params = _bump(task_id, count, guard)
-        ts = time.time()
-
-        def append(conn: Connection) -> list[Event] | None:
-            # One unit of work: the seq bump and the rows, in one hand-off to the writer.
-            row = conn.execute(bump, params).first()
-            if row is None:
-                return None
-            first = row.last_seq - count + 1
-            new = [Event(task_id, first + i, ts, etype, data) for i, (etype, data) in enumerate(items)]
-            conn.execute(
-                _INSERT_EVENTS,
-                [
-                    {"task_id": e.task_id, "seq": e.seq, "ts": e.ts, "type": e.type.value, "data": e.data}
-                    for e in new
-                ],
-            )
-            return new
-
-        new = await self.conn.run_sync(append)
+        new = await self.conn.run_sync(_appender(task_id, items, guard))
         if new is None:
-            raise guard.error() if guard is not None else LookupError(f"no task {task_id}")
+            raise _guard_failed(task_id, guard)
         self.emitted.extend(new)
         return new
+
+    async def emit_later(
+        self, task_id: str, items: Sequence[tuple[EventType, dict[str, Any]]], *, guard: Guard | None = None
+    ) -> None:
+        """``emit_many`` for a caller that does not read the events back. On SQLite they are
+        written with the transaction's next unit of work (at the latest its commit), which saves
+        a hand-off to the writer thread; a failed guard then fails that unit and so the whole
+        transaction. They are published after the commit like any other."""
+        if not isinstance(self.conn, WriterTransaction):
+            await self.emit_many(task_id, items, guard=guard)
+            return
+        if not items:
+            return
+        append = _appender(task_id, items, guard)
+
+        def unit(conn: Connection) -> None:
+            new = append(conn)
+            if new is None:
+                raise _guard_failed(task_id, guard)
+            # The writer thread appends; the loop reads ``emitted`` only once the commit's
+            # future has resolved, which orders the two.
+            self.emitted.extend(new)
+
+        self.conn.defer_call(unit)
+
+
+def _guard_failed(task_id: str, guard: Guard | None) -> Exception:
+    return guard.error() if guard is not None else LookupError(f"no task {task_id}")
+
+
+def _appender(
+    task_id: str, items: Sequence[tuple[EventType, dict[str, Any]]], guard: Guard | None
+) -> Callable[[Connection], list[Event] | None]:
+    """The writer-side work of an emit: the seq bump and the event rows, in one hand-off; None
+    when the task row did not match (no task, or the guard's conditions failed)."""
+    count = len(items)
+    bump, params = _bump(task_id, count, guard)
+    ts = time.time()
+
+    def append(conn: Connection) -> list[Event] | None:
+        # One unit of work: the seq bump and the rows, in one hand-off to the writer.
+        row = conn.execute(bump, params).first()
+        if row is None:
+            return None
+        first = row.last_seq - count + 1
+        new = [Event(task_id, first + i, ts, etype, data) for i, (etype, data) in enumerate(items)]
+        conn.execute(
+            _INSERT_EVENTS,
+            [
+                {"task_id": e.task_id, "seq": e.seq, "ts": e.ts, "type": e.type.value, "data": e.data}
+                for e in new
+            ],
+        )
+        return new
+
+    return append
 
 
 _INSERT_EVENTS = insert(events_table)

@@ -128,20 +128,26 @@ def _empty() -> Result[Any]:
 class WriterTransaction:
     """The connection object a SQLite write transaction's body sees.
 
-    ``execute`` and ``run_sync`` mirror ``AsyncConnection``; ``defer`` queues a statement whose
-    result is not needed, to be sent with the next unit of work (its errors surface there, at
+    ``execute`` and ``run_sync`` mirror ``AsyncConnection``; ``defer`` (a statement) and
+    ``defer_call`` (a function of the connection) queue work whose result is not needed, to be
+    sent with the next unit of work (its errors surface there, at
     the latest at commit, still inside the transaction)."""
 
     def __init__(self, writer: SqliteWriter) -> None:
         self._writer = writer
-        self._pending: list[tuple[Any, Any]] = []
+        self._pending: list[Callable[[Connection], Any]] = []
         self._begun = False
         self._aborted = False
         self.committed: bool | None = None
         """None until the transaction ends; then whether it committed."""
 
     def defer(self, statement: Any, parameters: Any = None) -> None:
-        self._pending.append((statement, parameters))
+        self._pending.append(lambda conn: conn.execute(statement, parameters))
+
+    def defer_call(self, fn: Callable[[Connection], Any]) -> None:
+        """Queue ``fn`` to run in the writer thread with the transaction's next unit of work,
+        like a deferred statement: its result is dropped and its exception fails that unit."""
+        self._pending.append(fn)
 
     async def execute(self, statement: Any, parameters: Any = None) -> Result[Any]:
         return await self._unit(lambda conn: buffered(conn.execute(statement, parameters)))
@@ -167,8 +173,8 @@ class WriterTransaction:
                         log.warning("SQLite writer: rolling back a transaction left open")
                         conn.rollback()
                     conn.begin()  # BEGIN IMMEDIATE (the engine's "begin" listener)
-                for statement, parameters in pending:
-                    conn.execute(statement, parameters)
+                for deferred in pending:
+                    deferred(conn)
                 value = fn(conn)
                 if commit:
                     conn.commit()
