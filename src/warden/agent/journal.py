@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warden.events.log import Tx
 from warden.store.database import Database
@@ -32,14 +33,11 @@ class Journal:
         self.task_id = task_id
         self.entries: dict[str, JournalEntry] = {}
 
-    async def load(self) -> None:
-        async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(journal.c.key, journal.c.status, journal.c.data).where(
-                    journal.c.task_id == self.task_id
-                )
-            )
-            self.entries = {r.key: JournalEntry(r.key, EntryStatus(r.status), r.data) for r in rows}
+    async def load(self, conn: AsyncConnection) -> None:
+        rows = await conn.execute(
+            select(journal.c.key, journal.c.status, journal.c.data).where(journal.c.task_id == self.task_id)
+        )
+        self.entries = {r.key: JournalEntry(r.key, EntryStatus(r.status), r.data) for r in rows}
 
     def get(self, key: str) -> JournalEntry | None:
         return self.entries.get(key)

@@ -253,12 +253,13 @@ class AgentLoop:
 
     async def run(self, task_input: TaskInput) -> None:
         """Run to completion (or until cancelled / a limit / a failure raises)."""
-        await self.journal.load()
+        # What an earlier attempt left, in one read: journal, approvals, vault, checkpoint.
         async with self.log.db.read() as conn:
+            await self.journal.load(conn)
             self._approvals = await approvals_for_task(conn, self.task_id)
             if self.pii is not None:
                 self._vault = await self.pii.open_vault(conn, self.lease.session_id or self.task_id)
-        state = await latest_checkpoint(self.log.db, self.task_id)
+            state = await latest_checkpoint(conn, self.task_id)
         if state is None:
             state = LoopState(step=0, messages=await self._first_messages(task_input))
         self.state = state

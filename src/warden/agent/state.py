@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warden.events.log import Tx
 from warden.models.base import Message, Usage
-from warden.store.database import Database
 from warden.store.schema import checkpoints, tasks
 
 
@@ -50,16 +50,15 @@ class LoopState:
         )
 
 
-async def latest_checkpoint(db: Database, task_id: str) -> LoopState | None:
-    async with db.read() as conn:
-        row = (
-            await conn.execute(
-                select(checkpoints.c.state)
-                .where(checkpoints.c.task_id == task_id)
-                .order_by(checkpoints.c.step.desc())
-                .limit(1)
-            )
-        ).first()
+async def latest_checkpoint(conn: AsyncConnection, task_id: str) -> LoopState | None:
+    row = (
+        await conn.execute(
+            select(checkpoints.c.state)
+            .where(checkpoints.c.task_id == task_id)
+            .order_by(checkpoints.c.step.desc())
+            .limit(1)
+        )
+    ).first()
     return LoopState.from_dict(row.state) if row is not None else None
 
 
