@@ -39,24 +39,23 @@ T = TypeVar("T")
 _Job = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
-class SqliteWriter:
-    """A thread that owns the writer connection and runs units of work on it, in order."""
+class ConnectionThread:
+    """A thread that owns one connection and runs units of work on it, in order."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, name: str) -> None:
         self._engine = engine
+        self._name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
         self._closed = False
-        self.lock = asyncio.Lock()
-        """Held by the transaction that owns the connection."""
 
     def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
         """Queue ``fn`` to run in the writer thread; its result (or exception) lands in the future."""
         if self._closed:
             raise RuntimeError("the SQLite writer is closed")
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="warden-sqlite-writer", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -64,13 +63,13 @@ class SqliteWriter:
         return future
 
     async def close(self) -> None:
+        """Stop the thread once its queued units have run, and close the connection."""
         if self._closed:
             return
         self._closed = True
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
-        self._engine.dispose()
 
     def _run(self) -> None:
         while True:
@@ -96,6 +95,19 @@ class SqliteWriter:
             except Exception:
                 log.exception("closing the SQLite writer connection")
             self._conn = None
+
+
+class SqliteWriter(ConnectionThread):
+    """The thread that owns the writer connection."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, name="warden-sqlite-writer")
+        self.lock = asyncio.Lock()
+        """Held by the transaction that owns the connection."""
+
+    async def close(self) -> None:
+        await super().close()
+        self._engine.dispose()
 
 
 def _deliver(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

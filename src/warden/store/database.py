@@ -3,7 +3,8 @@
 SQLite allows one writer at a time; funnelling every write transaction through a single
 connection opened with BEGIN IMMEDIATE turns lock contention into an orderly queue. That
 connection is owned by a dedicated thread (`_sqlite_writer`) that runs a transaction's
-statements in a few hand-offs instead of several per statement; readers use an aiosqlite pool.
+statements in a few hand-offs instead of several per statement; reads go to a few reader
+threads the same way (`_sqlite_readers`), one hand-off per statement.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.elements import ColumnElement
 
 from warden.errors import ConfigError, StorageError
+from warden.store._sqlite_readers import SqliteReaders
 from warden.store._sqlite_writer import SqliteWriter, WriterTransaction
 
 log = logging.getLogger("warden.store")
+
+_SQLITE_READERS = 8
+"""Reader threads (and connections) per process on SQLite."""
 
 _WRITER_WAIT = 60.0
 """Seconds a write transaction waits for the writer connection before giving up."""
@@ -49,10 +54,17 @@ class Database:
                 parsed = parsed.set(drivername="sqlite+aiosqlite")
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self._reader = create_async_engine(parsed, echo=echo, pool_size=8, max_overflow=8)
+            # Kept for code that wants an AsyncEngine (``engine``); Warden's own reads go
+            # through the reader threads below.
+            self._reader = create_async_engine(parsed, echo=echo, pool_size=2, max_overflow=2)
             _configure_sqlite(self._reader.sync_engine, immediate=False)
+            plain = parsed.set(drivername="sqlite+pysqlite")
+            # Readers: plain sqlite3 connections, one per reader thread.
+            read_engine = create_engine(plain, echo=echo, pool_size=_SQLITE_READERS, max_overflow=0)
+            _configure_sqlite(read_engine, immediate=False)
+            self._sqlite_readers: SqliteReaders | None = SqliteReaders(read_engine, _SQLITE_READERS)
             # The writer: one plain sqlite3 connection, used only by the writer thread.
-            sync_engine = create_engine(parsed.set(drivername="sqlite+pysqlite"), echo=echo)
+            sync_engine = create_engine(plain, echo=echo)
             _configure_sqlite(sync_engine, immediate=True)
             self._sqlite_writer: SqliteWriter | None = SqliteWriter(sync_engine)
             self._writer = self._reader
@@ -69,6 +81,7 @@ class Database:
             )
             self._reader = self._writer
             self._sqlite_writer = None
+            self._sqlite_readers = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -127,7 +140,12 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read: one connection (and on SQLite one snapshot) for the block's statements."""
         try:
+            if self._sqlite_readers is not None:
+                async with self._sqlite_readers.read() as reader:
+                    yield cast(AsyncConnection, reader)
+                return
             async with self._reader.connect() as conn:
                 yield conn
         except (OperationalError, DBAPIError) as exc:
@@ -143,6 +161,8 @@ class Database:
     async def dispose(self) -> None:
         if self._sqlite_writer is not None:
             await self._sqlite_writer.close()
+        if self._sqlite_readers is not None:
+            await self._sqlite_readers.close()
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
