@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from warden.events.log import EventLog, Guard, Tx
 from warden.events.types import EventType
@@ -26,6 +26,18 @@ class SqlTaskQueue:
         self.retry_backoff = retry_backoff
         self._lease_until = self.db.now() + lease_ttl
         self._guard_where: dict[tuple[str, int], tuple[Any, ...]] = {}
+        session: Any = bindparam("s_id")
+        # Built once: building a Core statement costs more than running it.
+        self._session_statements = (
+            select(tasks.c.id)
+            .where(tasks.c.session_id == session, tasks.c.status.in_([s.value for s in ACTIVE_STATUSES]))
+            .limit(1),
+            select(tasks.c.id, tasks.c.available_at)
+            .where(tasks.c.session_id == session, tasks.c.status == TaskStatus.QUEUED.value)
+            .order_by(tasks.c.created_at, tasks.c.id)
+            .limit(1),
+            update(tasks).where(tasks.c.id == bindparam("t_id")).values(available_at=self.db.now()),
+        )
 
     # -- producers -------------------------------------------------------------------------
 
@@ -43,11 +55,17 @@ class SqlTaskQueue:
         )
         # The submitting request's trace, continued by the worker's invoke_agent span.
         row.setdefault("traceparent", current_traceparent())
-        await tx.conn.execute(insert(tasks).values(row))
-        await tx.emit(
+        # Nothing is read back: on SQLite both ride with the commit (a duplicate idempotency key
+        # fails it, which the caller handles).
+        await tx.write(insert(tasks).values(row))
+        await tx.emit_later(
             row["id"],
-            EventType.TASK_QUEUED,
-            {"agent": row["agent_name"], "version": row["agent_version"], "held": held},
+            [
+                (
+                    EventType.TASK_QUEUED,
+                    {"agent": row["agent_name"], "version": row["agent_version"], "held": held},
+                )
+            ],
         )
 
     # -- workers ---------------------------------------------------------------------------
@@ -97,8 +115,8 @@ class SqlTaskQueue:
                 for r in result
             ]
             for lease in leases:
-                await tx.emit(
-                    lease.task_id, EventType.TASK_STARTED, {"attempt": lease.attempt, "worker": owner}
+                await tx.emit_later(
+                    lease.task_id, [(EventType.TASK_STARTED, {"attempt": lease.attempt, "worker": owner})]
                 )
         return leases
 
@@ -353,10 +371,10 @@ class SqlTaskQueue:
             data["output"] = output
         elif error is not None:
             data["error"] = error
-        await tx.emit(task_id, event_type, data)
+        await tx.emit_later(task_id, [(event_type, data)])
         if session_id is not None:
             if history is not None:
-                await tx.conn.execute(
+                await tx.write(
                     update(sessions)
                     .where(sessions.c.id == session_id)
                     .values(history=history, updated_at=now)
@@ -365,24 +383,20 @@ class SqlTaskQueue:
 
     async def release_next_in_session(self, tx: Tx, session_id: str) -> None:
         """Make the session's oldest held task available, if no task of the session is active."""
-        active = await tx.conn.execute(
-            select(tasks.c.id)
-            .where(tasks.c.session_id == session_id, tasks.c.status.in_([s.value for s in ACTIVE_STATUSES]))
-            .limit(1)
-        )
-        if active.first() is not None:
-            return
-        queued = await tx.conn.execute(
-            select(tasks.c.id, tasks.c.available_at)
-            .where(tasks.c.session_id == session_id, tasks.c.status == TaskStatus.QUEUED.value)
-            .order_by(tasks.c.created_at, tasks.c.id)
-            .limit(1)
-        )
-        row = queued.first()
-        if row is not None and row.available_at is None:
-            await tx.conn.execute(
-                update(tasks).where(tasks.c.id == row.id).values(available_at=self.db.now())
-            )
+        statements = self._session_statements
+
+        def release(conn: Connection) -> bool:
+            # One unit of work (one hand-off to SQLite's writer thread) for the three statements.
+            params = {"s_id": session_id}
+            if conn.execute(statements[0], params).first() is not None:
+                return False
+            row = conn.execute(statements[1], params).first()
+            if row is None or row.available_at is not None:
+                return False
+            conn.execute(statements[2], {"t_id": row.id})
+            return True
+
+        if await tx.conn.run_sync(release):
             tx.after_commit(self.log.bus.notify_work)
 
     async def cancel_now(self, tx: Tx, task_id: str, reason: str) -> None:
