@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from warden.events.bus import EventBus
 from warden.events.types import Event, EventType
 from warden.store._sqlite_writer import WriterTransaction
-from warden.store.database import Database
+from warden.store.database import Database, write
 from warden.store.schema import events as events_table
 from warden.store.schema import tasks as tasks_table
 
@@ -46,10 +46,7 @@ class Tx:
         """Execute a statement whose result is not needed. On SQLite it is sent to the writer
         with the transaction's next unit of work (its error, if any, surfaces there, at the
         latest when the transaction commits); on PostgreSQL it runs at once."""
-        if isinstance(self.conn, WriterTransaction):
-            self.conn.defer(statement, parameters)
-        else:
-            await self.conn.execute(statement, parameters)
+        await write(self.conn, statement, parameters)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the transaction has committed (wake workers, signal cancels)."""

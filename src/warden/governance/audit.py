@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warden.errors import ConfigError, InvalidInput
-from warden.store.database import Database
+from warden.store.database import Database, write
 from warden.store.schema import audit_heads, audit_log
 
 HMAC_KEY_ENV = "WARDEN_AUDIT_HMAC_KEY"
@@ -157,7 +157,7 @@ class AuditLog:
         records, statements = self._chain(tenant_id, head, entries)
         # No result is needed: on SQLite both statements ride with the transaction's next unit.
         for statement, parameters in statements:
-            await _write(conn, statement, parameters)
+            await write(conn, statement, parameters)
         return records
 
     async def append_later(self, conn: AsyncConnection, entries: Sequence[AuditEntry]) -> None:
@@ -415,11 +415,3 @@ def _record(row: Any) -> AuditRecord:
         hash=row.hash,
         key_id=row.key_id,
     )
-
-
-async def _write(conn: Any, statement: Any, parameters: Any = None) -> None:
-    defer = getattr(conn, "defer", None)  # the SQLite writer's transaction (see events.log.Tx.write)
-    if defer is not None:
-        defer(statement, parameters)
-    else:
-        await conn.execute(statement, parameters)

@@ -14,7 +14,7 @@ from warden.governance.pii.guard import PiiGuard
 from warden.ids import new_id
 from warden.service.agents import AgentCatalog
 from warden.service.keys import Principal
-from warden.store.database import Database, wall_clock
+from warden.store.database import Database, wall_clock, write
 from warden.store.schema import sessions, tasks
 from warden.store.tasks import TaskStatus
 
@@ -78,7 +78,9 @@ async def insert_session(
 ) -> SessionRecord:
     now = wall_clock()
     record = SessionRecord(new_id("ses"), tenant_id, agent, multitask, [], metadata, now, now)
-    await conn.execute(
+    # Nothing is read back: on SQLite the insert rides with the transaction's next unit.
+    await write(
+        conn,
         sessions.insert().values(
             id=record.id,
             tenant_id=tenant_id,
@@ -88,7 +90,7 @@ async def insert_session(
             metadata=metadata,
             created_at=now,
             updated_at=now,
-        )
+        ),
     )
     return record
 

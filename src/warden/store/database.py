@@ -168,6 +168,16 @@ class Database:
             await self._reader.dispose()
 
 
+async def write(conn: Any, statement: Any, parameters: Any = None) -> None:
+    """Run a statement whose result is not needed inside a write transaction: on SQLite it is
+    sent to the writer with the transaction's next unit of work (its error surfaces there, at
+    the latest at commit); elsewhere it runs at once."""
+    if isinstance(conn, WriterTransaction):
+        conn.defer(statement, parameters)
+    else:
+        await conn.execute(statement, parameters)
+
+
 def wall_clock() -> float:
     """Local epoch seconds, for timestamps only this process compares."""
     return time.time()
