@@ -273,3 +273,45 @@ async def test_websocket_for_another_tenants_task_closes_4404(make_config: MakeC
 
     assert code == 4404
     assert [m["error"]["code"] for m in messages] == ["task_not_found"]
+
+
+async def test_a_server_shutting_down_ends_open_streams_cleanly_instead_of_waiting_for_them(
+    make_config: MakeConfig,
+) -> None:
+    """uvicorn stops by waiting for every response to finish, and a task's stream lasts as long
+    as the task: the server ends its open streams first, so it stops at once and each client
+    sees its stream end (and would resume elsewhere with Last-Event-ID)."""
+    config = make_config(
+        script=script(unique("shutdown"), step(LONG_TEXT * 4, chunk_size=2, chunk_delay=0.2))
+    )
+    harness = WardenHarness(config)
+    await harness.__aenter__()
+    frames: list[ServerSentEvent] = []
+    streaming = asyncio.Event()
+    stopped = False
+    try:
+        async with harness.client() as client:
+            task_id = await submit(client)
+
+            async def read() -> None:
+                async with aconnect_sse(client, "GET", f"/v1/tasks/{task_id}/events") as source:
+                    async for sse in source.aiter_sse():
+                        frames.append(sse)
+                        if sse.event == "model.delta":
+                            streaming.set()
+
+            reading = asyncio.create_task(read())
+            await asyncio.wait_for(streaming.wait(), DEADLINE)
+            started = asyncio.get_running_loop().time()
+            await harness.__aexit__(None, None, None)
+            stopped = True
+            stopped_in = asyncio.get_running_loop().time() - started
+            await asyncio.wait_for(reading, 5)  # the body ended: no error, no hang
+    finally:
+        if not stopped:
+            await harness.__aexit__(None, None, None)
+
+    assert stopped_in < 10, f"the server took {stopped_in:.1f} s to stop"
+    seqs = [int(f.id) for f in frames]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert frames[-1].event not in TERMINAL  # the task had not ended: the server ended the stream
