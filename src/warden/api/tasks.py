@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -133,6 +134,10 @@ async def task_events(
     async def frames() -> AsyncIterator[bytes]:
         async for event in events:
             yield event.sse_frame
+            if event.is_terminal:
+                # The stream's teardown comes next: let the task's other subscribers get this
+                # frame first (with 1,000 of them, the teardowns added up before the last one).
+                await asyncio.sleep(0)
 
     return EventStreamResponse(frames(), streams=request.app.state.streams)
 

@@ -36,6 +36,8 @@ class Subscription:
 
     async def get(self, timeout: float) -> Event | None:
         """The next event, or None on timeout."""
+        if not self._queue.empty():  # no timer to arm and cancel when one is waiting already
+            return self._queue.get_nowait()
         try:
             async with asyncio.timeout(timeout):
                 return await self._queue.get()
