@@ -123,10 +123,12 @@ async def service_layer(database_url: str, home: Path, n: int, profile: str | No
     script = write_script(home / "answer.yaml", [{"text": "done"}])
     config = bench_config(home, database_url, script, worker={"concurrency": CONCURRENCY})
     runtime = await Runtime.open(config)
+    # Its own engine: the runtime's SQLite connections belong to its threads.
+    progress_engine = create_async_engine(database_url)
     try:
         key = await runtime.keys.create("default", name="bench", scopes=["admin"])
         principal = await runtime.keys.authenticate(key.secret)
-        progress = Progress(runtime.db.engine, n)
+        progress = Progress(progress_engine, n)
         worker = Worker(runtime, concurrency=CONCURRENCY)
         counter = itertools.count()
 
@@ -150,6 +152,7 @@ async def service_layer(database_url: str, home: Path, n: int, profile: str | No
         _, last_finished = await progress.span()
         return _report(n, t_first, t_submitted, last_finished, progress)
     finally:
+        await progress_engine.dispose()
         await runtime.close()
 
 

@@ -20,27 +20,13 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from warden.events.sse import sse_frame
+
 PING = b": ping\n\n"
-
-
-def sse_frame(data: str, *, event: str | None = None, id: str | None = None) -> bytes:
-    """One SSE frame. ``data`` may span lines (each becomes a ``data:`` line)."""
-    lines = []
-    if id is not None:
-        lines.append(f"id: {_one_line(id)}")
-    if event is not None:
-        lines.append(f"event: {_one_line(event)}")
-    lines += [f"data: {line}" for line in data.splitlines() or [""]]
-    return ("\n".join(lines) + "\n\n").encode()
 
 
 def json_frame(value: Any, *, event: str | None = None) -> bytes:
     return sse_frame(json.dumps(value, separators=(",", ":")), event=event)
-
-
-def _one_line(value: str) -> str:
-    # A field value never holds a line break: it would end the field and start another.
-    return value.replace("\r", " ").replace("\n", " ")
 
 
 class OpenStreams:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from warden.events.bus import EventBus
 from warden.events.types import Event, EventType
 from warden.store._sqlite_writer import WriterTransaction
-from warden.store.database import Database, write
+from warden.store.database import Database, run_later, write
 from warden.store.schema import events as events_table
 from warden.store.schema import tasks as tasks_table
 
@@ -72,13 +72,10 @@ class Tx:
     async def emit_later(
         self, task_id: str, items: Sequence[tuple[EventType, dict[str, Any]]], *, guard: Guard | None = None
     ) -> None:
-        """``emit_many`` for a caller that does not read the events back. On SQLite they are
-        written with the transaction's next unit of work (at the latest its commit), which saves
-        a hand-off to the writer thread; a failed guard then fails that unit and so the whole
-        transaction. They are published after the commit like any other."""
-        if not isinstance(self.conn, WriterTransaction):
-            await self.emit_many(task_id, items, guard=guard)
-            return
+        """``emit_many`` for a caller that does not read the events back (``run_later``): on
+        SQLite they are written with the transaction's next unit of work (at the latest its
+        commit), which saves a hand-off to the writer thread; a failed guard then fails that
+        unit and so the whole transaction. They are published after the commit like any other."""
         if not items:
             return
         append = _appender(task_id, items, guard)
@@ -87,11 +84,11 @@ class Tx:
             new = append(conn)
             if new is None:
                 raise _guard_failed(task_id, guard)
-            # The writer thread appends; the loop reads ``emitted`` only once the commit's
+            # On SQLite the writer thread appends; ``emitted`` is read only once the commit's
             # future has resolved, which orders the two.
             self.emitted.extend(new)
 
-        self.conn.defer_call(unit)
+        await run_later(self.conn, unit)
 
 
 def _guard_failed(task_id: str, guard: Guard | None) -> Exception:

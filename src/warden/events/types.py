@@ -8,6 +8,8 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
+from warden.events.sse import sse_frame
+
 
 class EventType(StrEnum):
     TASK_QUEUED = "task.queued"
@@ -60,9 +62,9 @@ class Event:
 
     @cached_property
     def sse_frame(self) -> bytes:
-        """The server-sent-events frame (``id`` = seq, ``event`` = type), built once per event.
-        JSON holds no raw line break, so the data is one line."""
-        return f"id: {self.seq}\nevent: {self.type.value}\ndata: {self.wire_json}\n\n".encode()
+        """The server-sent-events frame (``id`` = seq, ``event`` = type), built once per event
+        however many subscribers receive it."""
+        return sse_frame(self.wire_json, event=self.type.value, id=str(self.seq))
 
     @property
     def is_terminal(self) -> bool:

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warden.errors import ConfigError, InvalidInput
-from warden.store.database import Database, write
+from warden.store.database import Database, run_later
 from warden.store.schema import audit_heads, audit_log
 
 HMAC_KEY_ENV = "WARDEN_AUDIT_HMAC_KEY"
@@ -146,42 +146,33 @@ class AuditLog:
 
     async def append_many(self, conn: AsyncConnection, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
         """Several entries of one tenant, chained in order, with one lock of the chain's head and
-        one write of its rows (a turn's model call and decisions)."""
+        one write of its rows (a turn's model call and decisions); on SQLite in one hand-off."""
         if not entries:
             return []
-        tenant_id = self._tenant_of(entries)
-        head = (await conn.execute(self._lock_head(tenant_id))).first()
-        if head is None:
-            await conn.execute(self._create_head(tenant_id))
-            head = (await conn.execute(self._lock_head(tenant_id))).one()
-        records, statements = self._chain(tenant_id, head, entries)
-        # No result is needed: on SQLite both statements ride with the transaction's next unit.
-        for statement, parameters in statements:
-            await write(conn, statement, parameters)
-        return records
+        return await conn.run_sync(self._appender(entries))
 
     async def append_later(self, conn: AsyncConnection, entries: Sequence[AuditEntry]) -> None:
-        """``append_many`` for a caller that does not read the records back. In a SQLite write
-        transaction the whole append (head, rows, new head) runs in the writer thread with the
-        transaction's next unit of work, which saves two hand-offs; elsewhere it is
-        ``append_many``."""
-        if not entries:
-            return
-        defer_call = getattr(conn, "defer_call", None)  # the SQLite writer's transaction
-        if defer_call is None:
-            await self.append_many(conn, entries)
-            return
+        """``append_many`` for a caller that does not read the records back (``run_later``): in
+        a SQLite write transaction the append runs with the transaction's next unit of work."""
+        if entries:
+            await run_later(conn, self._appender(entries))
+
+    def _appender(self, entries: Sequence[AuditEntry]) -> Callable[[Connection], list[AuditRecord]]:
+        """The append as work on the synchronous connection: lock (or create) the tenant's head,
+        chain the entries onto it, store them and move the head."""
         tenant_id = self._tenant_of(entries)
 
-        def append(sync: Connection) -> None:
-            head = sync.execute(self._lock_head(tenant_id)).first()
+        def append(conn: Connection) -> list[AuditRecord]:
+            head = conn.execute(self._lock_head(tenant_id)).first()
             if head is None:
-                sync.execute(self._create_head(tenant_id))
-                head = sync.execute(self._lock_head(tenant_id)).one()
-            for statement, parameters in self._chain(tenant_id, head, entries)[1]:
-                sync.execute(statement, parameters)
+                conn.execute(self._create_head(tenant_id))
+                head = conn.execute(self._lock_head(tenant_id)).one()
+            records, statements = self._chain(tenant_id, head, entries)
+            for statement, parameters in statements:
+                conn.execute(statement, parameters)
+            return records
 
-        defer_call(append)
+        return append
 
     @staticmethod
     def _tenant_of(entries: Sequence[AuditEntry]) -> str:

@@ -102,7 +102,7 @@ class TaskService:
         readers = {} if readers is None else readers
         scope = record.session_id or record.id
         if scope not in readers:
-            readers[scope] = self.pii.reader(self.db, scope, principal.scopes)
+            readers[scope] = self._reader(principal, record)
         reader = readers[scope]
         if reader is None:
             return record

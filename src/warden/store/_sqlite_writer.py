@@ -51,9 +51,9 @@ class ConnectionThread:
         self._closed = False
 
     def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
-        """Queue ``fn`` to run in the writer thread; its result (or exception) lands in the future."""
+        """Queue ``fn`` to run in this thread; its result (or exception) lands in the future."""
         if self._closed:
-            raise RuntimeError("the SQLite writer is closed")
+            raise RuntimeError(f"{self._name} is closed")
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
@@ -140,10 +140,9 @@ def _empty() -> Result[Any]:
 class WriterTransaction:
     """The connection object a SQLite write transaction's body sees.
 
-    ``execute`` and ``run_sync`` mirror ``AsyncConnection``; ``defer`` (a statement) and
-    ``defer_call`` (a function of the connection) queue work whose result is not needed, to be
-    sent with the next unit of work (its errors surface there, at
-    the latest at commit, still inside the transaction)."""
+    ``execute`` and ``run_sync`` mirror ``AsyncConnection``; ``defer`` queues work whose result
+    is not needed (a function of the connection), to be sent with the next unit of work (its
+    errors surface there, at the latest at commit, still inside the transaction)."""
 
     def __init__(self, writer: SqliteWriter) -> None:
         self._writer = writer
@@ -153,12 +152,9 @@ class WriterTransaction:
         self.committed: bool | None = None
         """None until the transaction ends; then whether it committed."""
 
-    def defer(self, statement: Any, parameters: Any = None) -> None:
-        self._pending.append(lambda conn: conn.execute(statement, parameters))
-
-    def defer_call(self, fn: Callable[[Connection], Any]) -> None:
-        """Queue ``fn`` to run in the writer thread with the transaction's next unit of work,
-        like a deferred statement: its result is dropped and its exception fails that unit."""
+    def defer(self, fn: Callable[[Connection], Any]) -> None:
+        """Queue ``fn`` to run in the writer thread with the transaction's next unit of work:
+        its result is dropped and its exception fails that unit."""
         self._pending.append(fn)
 
     async def execute(self, statement: Any, parameters: Any = None) -> Result[Any]:

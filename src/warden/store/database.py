@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, func, literal_column, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, literal_column, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -47,27 +47,26 @@ class Database:
         self.url = parsed
         backend = parsed.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
-            raise ConfigError(f"unsupported database {backend!r}: use sqlite+aiosqlite or postgresql+asyncpg")
+            raise ConfigError(
+                f"unsupported database {backend!r}: use sqlite (sqlite+aiosqlite) or postgresql+asyncpg"
+            )
         self.dialect = backend
+        self._sqlite_writer: SqliteWriter | None = None
+        self._sqlite_readers: SqliteReaders | None = None
+        self._engine: AsyncEngine | None = None
+        """PostgreSQL's engine (asyncpg); None on SQLite, whose connections the threads own."""
         if backend == "sqlite":
-            if parsed.drivername != "sqlite+aiosqlite":
-                parsed = parsed.set(drivername="sqlite+aiosqlite")
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            # Kept for code that wants an AsyncEngine (``engine``); Warden's own reads go
-            # through the reader threads below.
-            self._reader = create_async_engine(parsed, echo=echo, pool_size=2, max_overflow=2)
-            _configure_sqlite(self._reader.sync_engine, immediate=False)
             plain = parsed.set(drivername="sqlite+pysqlite")
             # Readers: plain sqlite3 connections, one per reader thread.
             read_engine = create_engine(plain, echo=echo, pool_size=_SQLITE_READERS, max_overflow=0)
             _configure_sqlite(read_engine, immediate=False)
-            self._sqlite_readers: SqliteReaders | None = SqliteReaders(read_engine, _SQLITE_READERS)
+            self._sqlite_readers = SqliteReaders(read_engine, _SQLITE_READERS)
             # The writer: one plain sqlite3 connection, used only by the writer thread.
             sync_engine = create_engine(plain, echo=echo)
             _configure_sqlite(sync_engine, immediate=True)
-            self._sqlite_writer: SqliteWriter | None = SqliteWriter(sync_engine)
-            self._writer = self._reader
+            self._sqlite_writer = SqliteWriter(sync_engine)
         else:
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+asyncpg")
@@ -76,21 +75,13 @@ class Database:
             # more than ``pool_size`` connections, so N processes stay under PostgreSQL's
             # max_connections (a burst waits for a connection instead of being refused by the
             # server: "too many clients" failed tasks under load).
-            self._writer = create_async_engine(
+            self._engine = create_async_engine(
                 parsed, echo=echo, pool_size=pool_size, max_overflow=0, pool_recycle=1800
             )
-            self._reader = self._writer
-            self._sqlite_writer = None
-            self._sqlite_readers = None
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The async engine; on SQLite it serves reads only (writes go through `transaction()`)."""
-        return self._writer
 
     def now(self) -> ColumnElement[float]:
         """The database's clock in epoch seconds, as a SQL expression."""
@@ -106,7 +97,8 @@ class Database:
                 async with self._sqlite_transaction(self._sqlite_writer) as tx:
                     yield cast(AsyncConnection, tx)
             else:
-                async with self._writer.begin() as conn:
+                assert self._engine is not None
+                async with self._engine.begin() as conn:
                     yield conn
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_unavailable(exc):
@@ -146,7 +138,8 @@ class Database:
                 async with self._sqlite_readers.read() as reader:
                     yield cast(AsyncConnection, reader)
                 return
-            async with self._reader.connect() as conn:
+            assert self._engine is not None
+            async with self._engine.connect() as conn:
                 yield conn
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_unavailable(exc):
@@ -163,19 +156,24 @@ class Database:
             await self._sqlite_writer.close()
         if self._sqlite_readers is not None:
             await self._sqlite_readers.close()
-        await self._writer.dispose()
-        if self._reader is not self._writer:
-            await self._reader.dispose()
+        if self._engine is not None:
+            await self._engine.dispose()
+
+
+async def run_later(conn: Any, fn: Callable[[Connection], Any]) -> None:
+    """Run ``fn`` (given the synchronous connection) inside a write transaction when its result
+    is not needed: on SQLite it is sent to the writer with the transaction's next unit of work
+    (its error surfaces there, at the latest at commit, and fails the transaction); elsewhere
+    it runs at once."""
+    if isinstance(conn, WriterTransaction):
+        conn.defer(fn)
+    else:
+        await conn.run_sync(fn)
 
 
 async def write(conn: Any, statement: Any, parameters: Any = None) -> None:
-    """Run a statement whose result is not needed inside a write transaction: on SQLite it is
-    sent to the writer with the transaction's next unit of work (its error surfaces there, at
-    the latest at commit); elsewhere it runs at once."""
-    if isinstance(conn, WriterTransaction):
-        conn.defer(statement, parameters)
-    else:
-        await conn.execute(statement, parameters)
+    """``run_later`` of one statement."""
+    await run_later(conn, lambda sync: sync.execute(statement, parameters))
 
 
 def wall_clock() -> float:
