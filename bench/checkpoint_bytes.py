@@ -7,9 +7,9 @@ every checkpoint row of the task and measures the bytes the database stores for 
 TOAST compression, and ``octet_length(state::text)``), plus the task's journal and events.
 
 Baseline, measured in the same run: the bytes of what each step adds to the conversation (the
-assistant message and the tool result, as JSON). Warden checkpoints the whole state at every
-step, so checkpoint bytes grow with the step number and a task's total is quadratic in N; the
-ratio to the baseline says what that design costs over storing only each step's increment.
+assistant message and the tool result, as JSON). Warden's checkpoint rows hold each step's
+increment (the messages it added, the usage, the step), so the ratio to the baseline is the
+row's overhead over the bare messages; before increments, whole snapshots made it grow with N.
 
     python -m bench.checkpoint_bytes [--quick] [--no-postgres]
 """
