@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warden.events.log import Tx
 from warden.store.database import Database
+from warden.store.prepared import Prepared, per_dialect
 from warden.store.schema import journal
 
 
@@ -60,32 +61,29 @@ class _Statements:
     """The journal's writes, built once per dialect with bind parameters (building Core
     statements on every call costs more than running them)."""
 
-    start: Any
-    restart: Any
-    finish: Any
-    refinish: Any
+    start: Prepared
+    restart: Prepared
+    finish: Prepared
+    refinish: Prepared
 
 
-_BUILT: dict[str, _Statements] = {}
-
-
+@per_dialect
 def _statements(db: Database) -> _Statements:
-    built = _BUILT.get(db.dialect)
-    if built is None:
-        now = db.now()
-        this = (journal.c.task_id == bindparam("j_task"), journal.c.key == bindparam("j_key"))
-        data = bindparam("j_data", type_=journal.c.data.type)
-        row = {"task_id": bindparam("j_task"), "key": bindparam("j_key"), "data": data}
-        built = _BUILT[db.dialect] = _Statements(
-            start=insert(journal).values(**row, status=EntryStatus.STARTED.value, started_at=now),
-            restart=update(journal)
+    now = db.now()
+    this = (journal.c.task_id == bindparam("j_task"), journal.c.key == bindparam("j_key"))
+    data = bindparam("j_data", type_=journal.c.data.type)
+    row = {"task_id": bindparam("j_task"), "key": bindparam("j_key"), "data": data}
+    return _Statements(
+        start=Prepared(insert(journal).values(**row, status=EntryStatus.STARTED.value, started_at=now)),
+        restart=Prepared(
+            update(journal)
             .where(*this)
-            .values(status=EntryStatus.STARTED.value, data=data, started_at=now, finished_at=None),
-            finish=insert(journal).values(
-                **row, status=EntryStatus.FINISHED.value, started_at=now, finished_at=now
-            ),
-            refinish=update(journal)
-            .where(*this)
-            .values(status=EntryStatus.FINISHED.value, data=data, finished_at=now),
-        )
-    return built
+            .values(status=EntryStatus.STARTED.value, data=data, started_at=now, finished_at=None)
+        ),
+        finish=Prepared(
+            insert(journal).values(**row, status=EntryStatus.FINISHED.value, started_at=now, finished_at=now)
+        ),
+        refinish=Prepared(
+            update(journal).where(*this).values(status=EntryStatus.FINISHED.value, data=data, finished_at=now)
+        ),
+    )

@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from warden.errors import StorageError
 from warden.events.log import Tx
 from warden.models.base import Message, Usage
+from warden.store.database import Database
+from warden.store.prepared import Prepared, per_dialect
 from warden.store.schema import checkpoints, tasks
 
 
@@ -90,16 +92,7 @@ async def latest_checkpoint(conn: AsyncConnection, task_id: str) -> LoopState | 
 
 async def save_checkpoint(tx: Tx, task_id: str, state: LoopState, *, update_usage: bool = True) -> None:
     """``update_usage=False`` when the caller sets the task's usage in a statement it makes anyway."""
-    statement = _INSERTS.get(tx.db.dialect)
-    if statement is None:
-        # Built once per dialect, with bind parameters: building it costs more than running it.
-        statement = _INSERTS[tx.db.dialect] = insert(checkpoints).values(
-            task_id=bindparam("c_task"),
-            step=bindparam("c_step"),
-            state=bindparam("c_state", type_=checkpoints.c.state.type),
-            created_at=tx.db.now(),
-        )
-    await tx.write(statement, {"c_task": task_id, "c_step": state.step, "c_state": state.increment()})
+    await tx.write(_insert(tx.db), {"c_task": task_id, "c_step": state.step, "c_state": state.increment()})
     saved = len(state.messages)
 
     def committed() -> None:
@@ -111,4 +104,13 @@ async def save_checkpoint(tx: Tx, task_id: str, state: LoopState, *, update_usag
         await tx.write(update(tasks).where(tasks.c.id == task_id).values(usage=state.usage_dict()))
 
 
-_INSERTS: dict[str, Any] = {}
+@per_dialect
+def _insert(db: Database) -> Prepared:
+    return Prepared(
+        insert(checkpoints).values(
+            task_id=bindparam("c_task"),
+            step=bindparam("c_step"),
+            state=bindparam("c_state", type_=checkpoints.c.state.type),
+            created_at=db.now(),
+        )
+    )

@@ -18,6 +18,7 @@ from warden.events.bus import EventBus
 from warden.events.types import Event, EventType
 from warden.store._sqlite_writer import WriterTransaction
 from warden.store.database import Database, run_later, write
+from warden.store.prepared import Prepared
 from warden.store.schema import events as events_table
 from warden.store.schema import tasks as tasks_table
 
@@ -42,7 +43,7 @@ class Tx:
         self.emitted: list[Event] = []
         self._after_commit: list[Callable[[], None]] = []
 
-    async def write(self, statement: Executable, parameters: dict[str, Any] | None = None) -> None:
+    async def write(self, statement: Executable | Prepared, parameters: dict[str, Any] | None = None) -> None:
         """Execute a statement whose result is not needed. On SQLite it is sent to the writer
         with the transaction's next unit of work (its error, if any, surfaces there, at the
         latest when the transaction commits); on PostgreSQL it runs at once."""
@@ -106,13 +107,13 @@ def _appender(
 
     def append(conn: Connection) -> list[Event] | None:
         # One unit of work: the seq bump and the rows, in one hand-off to the writer.
-        row = conn.execute(bump, params).first()
-        if row is None:
+        rows = bump.run(conn, params)
+        if not rows:
             return None
-        first = row.last_seq - count + 1
+        first = rows[0][0] - count + 1
         new = [Event(task_id, first + i, ts, etype, data) for i, (etype, data) in enumerate(items)]
-        conn.execute(
-            _INSERT_EVENTS,
+        _INSERT_EVENTS.run_many(
+            conn,
             [
                 {"task_id": e.task_id, "seq": e.seq, "ts": e.ts, "type": e.type.value, "data": e.data}
                 for e in new
@@ -123,11 +124,11 @@ def _appender(
     return append
 
 
-_INSERT_EVENTS = insert(events_table)
-_BUMPS: dict[tuple[Any, ...], tuple[Any, tuple[Any, ...]]] = {}
+_INSERT_EVENTS = Prepared(insert(events_table), column_keys=("task_id", "seq", "ts", "type", "data"))
+_BUMPS: dict[tuple[Any, ...], tuple[Prepared, tuple[Any, ...]]] = {}
 
 
-def _bump(task_id: str, count: int, guard: Guard | None) -> tuple[Any, dict[str, Any]]:
+def _bump(task_id: str, count: int, guard: Guard | None) -> tuple[Prepared, dict[str, Any]]:
     """The task-row update of an emit (``last_seq += count``, fenced and extended by ``guard``)
     and its parameters. Statements are cached by the guard's conditions and SQL values (the
     queue builds those once per lease), with plain values as bind parameters: building a Core
@@ -161,7 +162,7 @@ def _bump(task_id: str, count: int, guard: Guard | None) -> tuple[Any, dict[str,
             .values(**values)
             .returning(tasks_table.c.last_seq)
         )
-        cached = _BUMPS[key] = (statement, (where, *sql_values.values()))
+        cached = _BUMPS[key] = (Prepared(statement), (where, *sql_values.values()))
     return cached[0], params
 
 

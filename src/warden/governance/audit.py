@@ -19,12 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warden.errors import ConfigError, InvalidInput
 from warden.store.database import Database, run_later
+from warden.store.prepared import Prepared, per_dialect
 from warden.store.schema import audit_heads, audit_log
 
 HMAC_KEY_ENV = "WARDEN_AUDIT_HMAC_KEY"
@@ -161,15 +162,21 @@ class AuditLog:
         """The append as work on the synchronous connection: lock (or create) the tenant's head,
         chain the entries onto it, store them and move the head."""
         tenant_id = self._tenant_of(entries)
+        statements = _statements(self.db)
+        tenant = {"a_tenant": tenant_id}
 
         def append(conn: Connection) -> list[AuditRecord]:
-            head = conn.execute(self._lock_head(tenant_id)).first()
-            if head is None:
-                conn.execute(self._create_head(tenant_id))
-                head = conn.execute(self._lock_head(tenant_id)).one()
-            records, statements = self._chain(tenant_id, head, entries)
-            for statement, parameters in statements:
-                conn.execute(statement, parameters)
+            head = statements.lock_head.run(conn, tenant)
+            if not head:
+                statements.create_head.run(conn, tenant)
+                head = statements.lock_head.run(conn, tenant)
+            seq, prev_hash, now = head[0]
+            records, rows = self._chain(tenant_id, int(seq), str(prev_hash), float(now), entries)
+            statements.insert.run_many(conn, rows)
+            last = records[-1]
+            statements.move_head.run(
+                conn, {"a_tenant": tenant_id, "a_seq": last.seq, "a_hash": last.hash, "a_ts": last.ts}
+            )
             return records
 
         return append
@@ -182,13 +189,10 @@ class AuditLog:
         return tenant_id
 
     def _chain(
-        self, tenant_id: str, head: Any, entries: Sequence[AuditEntry]
-    ) -> tuple[list[AuditRecord], list[tuple[Any, Any]]]:
-        """The records chained onto ``head`` (seq, hash, the database's now) and the two
-        statements that store them and move the head."""
-        seq = int(head.seq)
-        ts = float(head.now)
-        prev_hash = str(head.hash)
+        self, tenant_id: str, seq: int, prev_hash: str, ts: float, entries: Sequence[AuditEntry]
+    ) -> tuple[list[AuditRecord], list[dict[str, Any]]]:
+        """The records chained onto the head (its seq and hash, the database's now) and the
+        rows that store them."""
         rows: list[dict[str, Any]] = []
         records: list[AuditRecord] = []
         for entry in entries:
@@ -212,36 +216,12 @@ class AuditLog:
             records.append(
                 AuditRecord(**{**values, "data": json.loads(data_text)}, hash=prev_hash, key_id=self.key_id)
             )
-        move_head = (
-            update(audit_heads)
-            .where(audit_heads.c.tenant_id == tenant_id)
-            .values(seq=seq, hash=prev_hash, updated_at=ts)
-        )
-        return records, [(audit_log.insert(), rows), (move_head, None)]
+        return records, rows
 
     async def record(self, entry: AuditEntry) -> AuditRecord:
         """Append ``entry`` in a transaction of its own (when there is no decision to join)."""
         async with self.db.transaction() as conn:
             return await self.append(conn, entry)
-
-    def _lock_head(self, tenant_id: str) -> Select[Any]:
-        # FOR UPDATE serialises a tenant's appends on PostgreSQL; SQLite has one writer anyway
-        # (and SQLAlchemy leaves the clause out there).
-        return (
-            select(audit_heads.c.seq, audit_heads.c.hash, self.db.now().label("now"))
-            .where(audit_heads.c.tenant_id == tenant_id)
-            .with_for_update()
-        )
-
-    def _create_head(self, tenant_id: str) -> Any:
-        insert = sqlite.insert if self.db.is_sqlite else postgresql.insert
-        # Two first appends may race to create the row: the loser waits for the winner's
-        # commit and then does nothing; its FOR UPDATE read sees the winner's head.
-        return (
-            insert(audit_heads)
-            .values(tenant_id=tenant_id, seq=0, hash=GENESIS_HASH, updated_at=self.db.now())
-            .on_conflict_do_nothing(index_elements=["tenant_id"])
-        )
 
     def _seal(self, values: Mapping[str, Any]) -> str:
         """The entry's hash over every stored field but the hash itself (``prev_hash`` included)."""
@@ -405,4 +385,42 @@ def _record(row: Any) -> AuditRecord:
         prev_hash=row.prev_hash,
         hash=row.hash,
         key_id=row.key_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """An append's statements, built once per dialect with bind parameters."""
+
+    lock_head: Prepared
+    create_head: Prepared
+    insert: Prepared
+    move_head: Prepared
+
+
+@per_dialect
+def _statements(db: Database) -> _Statements:
+    tenant: BindParameter[str] = bindparam("a_tenant", type_=audit_heads.c.tenant_id.type)
+    on_conflict_insert = sqlite.insert if db.is_sqlite else postgresql.insert
+    return _Statements(
+        # FOR UPDATE serialises a tenant's appends on PostgreSQL; SQLite has one writer
+        # anyway (and SQLAlchemy leaves the clause out there).
+        lock_head=Prepared(
+            select(audit_heads.c.seq, audit_heads.c.hash, db.now().label("now"))
+            .where(audit_heads.c.tenant_id == tenant)
+            .with_for_update()
+        ),
+        # Two first appends may race to create the row: the loser waits for the winner's
+        # commit and then does nothing; its FOR UPDATE read sees the winner's head.
+        create_head=Prepared(
+            on_conflict_insert(audit_heads)
+            .values(tenant_id=tenant, seq=0, hash=GENESIS_HASH, updated_at=db.now())
+            .on_conflict_do_nothing(index_elements=["tenant_id"])
+        ),
+        insert=Prepared(audit_log.insert(), column_keys=[c.name for c in audit_log.columns]),
+        move_head=Prepared(
+            update(audit_heads)
+            .where(audit_heads.c.tenant_id == tenant)
+            .values(seq=bindparam("a_seq"), hash=bindparam("a_hash"), updated_at=bindparam("a_ts"))
+        ),
     )

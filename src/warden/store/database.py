@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from warden.errors import ConfigError, StorageError
 from warden.store._sqlite_readers import SqliteReaders
 from warden.store._sqlite_writer import SqliteWriter, WriterTransaction
+from warden.store.prepared import Prepared
 
 log = logging.getLogger("warden.store")
 
@@ -172,8 +173,11 @@ async def run_later(conn: Any, fn: Callable[[Connection], Any]) -> None:
 
 
 async def write(conn: Any, statement: Any, parameters: Any = None) -> None:
-    """``run_later`` of one statement."""
-    await run_later(conn, lambda sync: sync.execute(statement, parameters))
+    """``run_later`` of one statement (a `Prepared` one runs on the driver's cursor)."""
+    if isinstance(statement, Prepared):
+        await run_later(conn, lambda sync: statement.run(sync, parameters))
+    else:
+        await run_later(conn, lambda sync: sync.execute(statement, parameters))
 
 
 def wall_clock() -> float:
