@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.conftest import MakeConfig
 from warden.events.types import EventType
@@ -15,7 +15,7 @@ from warden.queue.lease import LeaseLost
 from warden.runtime import Runtime
 from warden.service.keys import Principal
 from warden.service.tasks import Submission
-from warden.store.schema import tasks
+from warden.store.schema import sessions, tasks
 from warden.store.tasks import TaskStatus
 
 
@@ -149,6 +149,36 @@ async def test_graceful_release_does_not_count_the_attempt(runtime: Runtime) -> 
     assert await runtime.queue.release(lease, "shutting down")
     (again,) = await runtime.queue.lease("w2", 1)
     assert again.attempt == 1
+
+
+async def test_a_lease_carries_what_the_worker_starts_from(runtime: Runtime) -> None:
+    (task_id,) = await _submit(runtime)
+    history = [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "reply"}]
+    async with runtime.db.transaction() as conn:
+        await conn.execute(update(tasks).where(tasks.c.id == task_id).values(run_seconds=1.5))
+        session_id = (
+            await conn.execute(select(tasks.c.session_id).where(tasks.c.id == task_id))
+        ).scalar_one()
+        await conn.execute(update(sessions).where(sessions.c.id == session_id).values(history=history))
+    (lease,) = await runtime.queue.lease("w1", 1)
+    assert (lease.input, lease.history, lease.run_seconds, lease.session_id) == (
+        "job 0",
+        history,
+        1.5,
+        session_id,
+    )
+    # Nothing ever ran: the loop need not look for a journal, checkpoints or approvals.
+    assert lease.fresh
+    assert await runtime.queue.release(lease, "shutting down")
+    (again,) = await runtime.queue.lease("w2", 1)
+    # Same attempt number, but an attempt did start (and may have journalled): not fresh.
+    assert again.attempt == 1 and not again.fresh
+    await _submit(runtime)  # a second task, never leased
+    await _expire(runtime, again.task_id)
+    await runtime.queue.reap()
+    leases = await runtime.queue.lease("w3", 5)
+    assert {(lease.task_id, lease.fresh) for lease in leases} >= {(task_id, False)}
+    assert sum(lease.fresh for lease in leases) == 1
 
 
 async def test_enqueued_task_of_a_busy_session_waits_for_the_first(runtime: Runtime) -> None:

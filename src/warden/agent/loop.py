@@ -253,13 +253,17 @@ class AgentLoop:
 
     async def run(self, task_input: TaskInput) -> None:
         """Run to completion (or until cancelled / a limit / a failure raises)."""
-        # What an earlier attempt left, in one read: journal, approvals, vault, checkpoint.
-        async with self.log.db.read() as conn:
-            await self.journal.load(conn)
-            self._approvals = await approvals_for_task(conn, self.task_id)
-            if self.pii is not None:
-                self._vault = await self.pii.open_vault(conn, self.lease.session_id or self.task_id)
-            state = await latest_checkpoint(conn, self.task_id)
+        # What an earlier attempt left, in one read: journal, approvals, vault, checkpoint. A
+        # fresh task has none of the first three (only its session's vault, if any).
+        state: LoopState | None = None
+        if not self.lease.fresh or self.pii is not None:
+            async with self.log.db.read() as conn:
+                if not self.lease.fresh:
+                    await self.journal.load(conn)
+                    self._approvals = await approvals_for_task(conn, self.task_id)
+                    state = await latest_checkpoint(conn, self.task_id)
+                if self.pii is not None:
+                    self._vault = await self.pii.open_vault(conn, self.lease.session_id or self.task_id)
         if state is None:
             state = LoopState(step=0, messages=await self._first_messages(task_input))
         self.state = state

@@ -17,6 +17,11 @@ from warden.store.tasks import ACTIVE_STATUSES, TaskStatus
 from warden.telemetry.metrics import observe_task_end
 from warden.telemetry.tracing import current_traceparent
 
+_SESSION_HISTORY = (
+    select(sessions.c.history).where(sessions.c.id == tasks.c.session_id).scalar_subquery().label("history")
+)
+"""The leased task's session history, read by the lease statement itself."""
+
 
 class SqlTaskQueue:
     def __init__(self, log: EventLog, *, lease_ttl: float, retry_backoff: float = 2.0) -> None:
@@ -108,10 +113,29 @@ class SqlTaskQueue:
                     tasks.c.session_id,
                     tasks.c.agent_name,
                     tasks.c.agent_version,
+                    tasks.c.input,
+                    tasks.c.run_seconds,
+                    tasks.c.traceparent,
+                    tasks.c.last_seq,
+                    _SESSION_HISTORY,
                 )
             )
             leases = [
-                Lease(r.id, owner, r.attempt, r.tenant_id, r.session_id, r.agent_name, r.agent_version)
+                Lease(
+                    r.id,
+                    owner,
+                    r.attempt,
+                    r.tenant_id,
+                    r.session_id,
+                    r.agent_name,
+                    r.agent_version,
+                    input=r.input,
+                    history=r.history or [],
+                    run_seconds=float(r.run_seconds or 0.0),
+                    traceparent=r.traceparent,
+                    # The update leaves last_seq alone: this is the count before task.started.
+                    fresh=r.last_seq <= 1,
+                )
                 for r in result
             ]
             for lease in leases:

@@ -14,14 +14,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from warden.agent.loop import AgentLoop, Phase, TaskInput
 from warden.errors import ConfigError, LimitExceeded, ModelError, NotFound, StorageError, WardenError
 from warden.ids import new_id
 from warden.models.base import Message
 from warden.queue.lease import Lease, LeaseLost
-from warden.store.schema import sessions, tasks
 from warden.store.tasks import TaskStatus
 from warden.telemetry.genai import TracedProvider, traced_tools
 from warden.telemetry.logs import bind_task
@@ -220,7 +217,7 @@ class Worker:
             model = runtime.config.models[spec.model]
             provider = TracedProvider(inner_provider, provider=model.provider, base_url=model.base_url)
             tools = traced_tools(runtime.tools.resolve(spec.tools))
-            task_input, run_seconds, traceparent = await self._load_input(lease)
+            task_input = TaskInput(lease.input, [Message.from_dict(m) for m in lease.history or []])
         except (ConfigError, NotFound) as exc:
             await queue.retry_or_fail(lease, exc.to_dict(), retryable=False)
             return
@@ -244,7 +241,7 @@ class Worker:
             injection=runtime.injection,
         )
         running.loop = loop
-        remaining = spec.limits.timeout - run_seconds
+        remaining = spec.limits.timeout - lease.run_seconds
 
         async def attempt() -> None:
             with invoke_agent_span(
@@ -255,7 +252,7 @@ class Worker:
                 model=model.model or spec.model,
                 provider=model.provider,
                 session_id=lease.session_id,
-                traceparent=traceparent,
+                traceparent=lease.traceparent,
             ):
                 async with asyncio.timeout(max(remaining, 0.0)):
                     await loop.run(task_input)
@@ -314,21 +311,3 @@ class Worker:
             log.error("task %s: the agent loop raised", lease.task_id, exc_info=failure)
             error = {"code": "internal_error", "message": f"{type(failure).__name__}: {failure}"[:2000]}
             await queue.retry_or_fail(lease, error, retryable=True, run_seconds=elapsed)
-
-    async def _load_input(self, lease: Lease) -> tuple[TaskInput, float, str | None]:
-        async with self.runtime.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(tasks.c.input, tasks.c.run_seconds, tasks.c.traceparent).where(
-                        tasks.c.id == lease.task_id
-                    )
-                )
-            ).one()
-            history: list[Message] = []
-            if lease.session_id is not None:
-                srow = (
-                    await conn.execute(select(sessions.c.history).where(sessions.c.id == lease.session_id))
-                ).first()
-                if srow is not None:
-                    history = [Message.from_dict(m) for m in srow.history or []]
-        return TaskInput(text=row.input, history=history), float(row.run_seconds or 0.0), row.traceparent
