@@ -5,13 +5,16 @@ Every state change writes its event in the same transaction."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Float, and_, bindparam, func, insert, or_, select, update
 
 from warden.events.log import EventLog, Guard, Tx
 from warden.events.types import EventType
 from warden.queue.lease import Lease, LeaseLost
+from warden.store.database import Database, run_later
+from warden.store.prepared import Prepared, per_dialect
 from warden.store.schema import approvals, sessions, tasks
 from warden.store.tasks import ACTIVE_STATUSES, TaskStatus
 from warden.telemetry.metrics import observe_task_end
@@ -31,44 +34,26 @@ class SqlTaskQueue:
         self.retry_backoff = retry_backoff
         self._lease_until = self.db.now() + lease_ttl
         self._guard_where: dict[tuple[str, int], tuple[Any, ...]] = {}
-        session: Any = bindparam("s_id")
-        # Built once: building a Core statement costs more than running it.
-        self._session_statements = (
-            select(tasks.c.id)
-            .where(tasks.c.session_id == session, tasks.c.status.in_([s.value for s in ACTIVE_STATUSES]))
-            .limit(1),
-            select(tasks.c.id, tasks.c.available_at)
-            .where(tasks.c.session_id == session, tasks.c.status == TaskStatus.QUEUED.value)
-            .order_by(tasks.c.created_at, tasks.c.id)
-            .limit(1),
-            update(tasks).where(tasks.c.id == bindparam("t_id")).values(available_at=self.db.now()),
-        )
+        self._statements = _statements(self.db)
 
     # -- producers -------------------------------------------------------------------------
 
     async def enqueue(self, tx: Tx, values: dict[str, Any], *, held: bool = False) -> None:
-        """Insert a queued task; ``held`` tasks wait for their session's active task to end."""
-        row = dict(values)
-        row.update(
-            status=TaskStatus.QUEUED.value,
-            attempt=0,
-            cancel_requested=False,
-            last_seq=0,
-            run_seconds=0.0,
-            # The database's clock, like every lease time, so a skewed API host cannot delay it.
-            available_at=None if held else self.db.now(),
-        )
+        """Insert a queued task (``values``: the `ENQUEUED_COLUMNS`; ``traceparent`` defaults to
+        the current trace's); ``held`` tasks wait for their session's active task to end."""
+        params = {f"q_{name}": values.get(name) for name in ENQUEUED_COLUMNS}
         # The submitting request's trace, continued by the worker's invoke_agent span.
-        row.setdefault("traceparent", current_traceparent())
+        if params["q_traceparent"] is None:
+            params["q_traceparent"] = current_traceparent()
         # Nothing is read back: on SQLite both ride with the commit (a duplicate idempotency key
         # fails it, which the caller handles).
-        await tx.write(insert(tasks).values(row))
+        await tx.write(self._statements.enqueue_held if held else self._statements.enqueue, params)
         await tx.emit_later(
-            row["id"],
+            values["id"],
             [
                 (
                     EventType.TASK_QUEUED,
-                    {"agent": row["agent_name"], "version": row["agent_version"], "held": held},
+                    {"agent": values["agent_name"], "version": values["agent_version"], "held": held},
                 )
             ],
         )
@@ -340,38 +325,32 @@ class SqlTaskQueue:
         run_seconds: float = 0.0,
         usage: dict[str, Any] | None = None,
     ) -> None:
-        now = self.db.now()
-        values: dict[str, Any] = {
-            "status": status.value,
-            "output": output,
-            "error": error,
-            "lease_owner": None,
-            "lease_until": None,
-            "available_at": None,
-            "finished_at": now,
-            "run_seconds": tasks.c.run_seconds + run_seconds,
+        statements = self._statements
+        params: dict[str, Any] = {
+            "f_task": task_id,
+            "f_status": status.value,
+            "f_output": output,
+            "f_error": error,
+            "f_run": run_seconds,
         }
         if usage is not None:
-            values["usage"] = usage
-        result = await tx.conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id)
-            .values(**values)
-            .returning(
-                tasks.c.session_id,
-                tasks.c.agent_name,
-                tasks.c.created_at,
-                tasks.c.finished_at,
-                tasks.c.run_seconds,
-            )
-        )
-        ended = result.one()
-        session_id = ended.session_id
-        tx.after_commit(
-            lambda: observe_task_end(
-                ended.agent_name, status.value, ended.finished_at - ended.created_at, ended.run_seconds
-            )
-        )
+            params["f_usage"] = usage
+        ended: list[Any] = []
+        released: list[bool] = []
+
+        def finish(conn: Connection) -> None:
+            # One unit with nothing read back: on SQLite it runs with the commit.
+            rows = (statements.finish if usage is None else statements.finish_usage).run(conn, params)
+            if not rows:
+                raise LookupError(f"no task {task_id}")
+            ended.append(rows[0])
+            session_id = rows[0][0]
+            if session_id is not None:
+                if history is not None:
+                    statements.session_history.run(conn, {"s_id": session_id, "s_history": history})
+                released.append(self._release_next(conn, session_id))
+
+        await run_later(tx.conn, finish)
         if status is not TaskStatus.COMPLETED:
             # A task cancelled (or failed) while it awaited approval leaves nothing pending in
             # the inbox, and nothing for the expiry sweep to retry.
@@ -381,7 +360,7 @@ class SqlTaskQueue:
                 .values(
                     status="expired",
                     decided_by="system:task-ended",
-                    decided_at=now,
+                    decided_at=self.db.now(),
                     decision_reason=f"the task was {status.value}",
                 )
             )
@@ -396,32 +375,32 @@ class SqlTaskQueue:
         elif error is not None:
             data["error"] = error
         await tx.emit_later(task_id, [(event_type, data)])
-        if session_id is not None:
-            if history is not None:
-                await tx.write(
-                    update(sessions)
-                    .where(sessions.c.id == session_id)
-                    .values(history=history, updated_at=now)
-                )
-            await self.release_next_in_session(tx, session_id)
+
+        def committed() -> None:
+            # The unit has run by the time the transaction committed.
+            _, agent_name, created_at, finished_at, total_run = ended[0]
+            observe_task_end(agent_name, status.value, finished_at - created_at, total_run)
+            if any(released):
+                self.log.bus.notify_work()
+
+        tx.after_commit(committed)
 
     async def release_next_in_session(self, tx: Tx, session_id: str) -> None:
         """Make the session's oldest held task available, if no task of the session is active."""
-        statements = self._session_statements
-
-        def release(conn: Connection) -> bool:
-            # One unit of work (one hand-off to SQLite's writer thread) for the three statements.
-            params = {"s_id": session_id}
-            if conn.execute(statements[0], params).first() is not None:
-                return False
-            row = conn.execute(statements[1], params).first()
-            if row is None or row.available_at is not None:
-                return False
-            conn.execute(statements[2], {"t_id": row.id})
-            return True
-
-        if await tx.conn.run_sync(release):
+        # One unit of work (one hand-off to SQLite's writer thread) for the three statements.
+        if await tx.conn.run_sync(self._release_next, session_id):
             tx.after_commit(self.log.bus.notify_work)
+
+    def _release_next(self, conn: Connection, session_id: str) -> bool:
+        statements = self._statements
+        params = {"s_id": session_id}
+        if statements.session_active.run(conn, params):
+            return False
+        held = statements.session_next.run(conn, params)
+        if not held or held[0][1] is not None:
+            return False
+        statements.session_release.run(conn, {"t_id": held[0][0]})
+        return True
 
     async def cancel_now(self, tx: Tx, task_id: str, reason: str) -> None:
         """Cancel a task no worker is running (queued or awaiting approval)."""
@@ -483,3 +462,96 @@ class SqlTaskQueue:
             if reaped:
                 tx.after_commit(self.log.bus.notify_work)
         return reaped
+
+
+ENQUEUED_COLUMNS = (
+    "id",
+    "tenant_id",
+    "session_id",
+    "agent_name",
+    "agent_version",
+    "input",
+    "metadata",
+    "usage",
+    "idempotency_key",
+    "max_attempts",
+    "traceparent",
+)
+"""The columns a producer gives `SqlTaskQueue.enqueue`; the queue sets the rest."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The queue's per-task statements, built once per dialect with bind parameters."""
+
+    enqueue: Prepared
+    enqueue_held: Prepared
+    finish: Prepared
+    finish_usage: Prepared
+    session_history: Prepared
+    session_active: Prepared
+    session_next: Prepared
+    session_release: Prepared
+
+
+@per_dialect
+def _statements(db: Database) -> _Statements:
+    now = db.now()
+    queued = {name: bindparam(f"q_{name}", type_=tasks.c[name].type) for name in ENQUEUED_COLUMNS}
+    row = {
+        **queued,
+        "status": TaskStatus.QUEUED.value,
+        "attempt": 0,
+        "cancel_requested": False,
+        "last_seq": 0,
+        "run_seconds": 0.0,
+        "created_at": now,
+    }
+    ended = {
+        "status": bindparam("f_status"),
+        "output": bindparam("f_output", type_=tasks.c.output.type),
+        "error": bindparam("f_error", type_=tasks.c.error.type),
+        "lease_owner": None,
+        "lease_until": None,
+        "available_at": None,
+        "finished_at": now,
+        "run_seconds": tasks.c.run_seconds + bindparam("f_run", type_=Float),
+    }
+    finish = (
+        update(tasks)
+        .where(tasks.c.id == bindparam("f_task"))
+        .returning(
+            tasks.c.session_id,
+            tasks.c.agent_name,
+            tasks.c.created_at,
+            tasks.c.finished_at,
+            tasks.c.run_seconds,
+        )
+    )
+    session: Any = bindparam("s_id")
+    return _Statements(
+        # The database's clock, like every lease time, so a skewed API host cannot delay it.
+        enqueue=Prepared(insert(tasks).values(**row, available_at=now)),
+        enqueue_held=Prepared(insert(tasks).values(**row, available_at=None)),
+        finish=Prepared(finish.values(**ended)),
+        finish_usage=Prepared(finish.values(**ended, usage=bindparam("f_usage", type_=tasks.c.usage.type))),
+        session_history=Prepared(
+            update(sessions)
+            .where(sessions.c.id == session)
+            .values(history=bindparam("s_history", type_=sessions.c.history.type), updated_at=now)
+        ),
+        session_active=Prepared(
+            select(tasks.c.id)
+            .where(tasks.c.session_id == session, or_(*(tasks.c.status == s.value for s in ACTIVE_STATUSES)))
+            .limit(1)
+        ),
+        session_next=Prepared(
+            select(tasks.c.id, tasks.c.available_at)
+            .where(tasks.c.session_id == session, tasks.c.status == TaskStatus.QUEUED.value)
+            .order_by(tasks.c.created_at, tasks.c.id)
+            .limit(1)
+        ),
+        session_release=Prepared(
+            update(tasks).where(tasks.c.id == bindparam("t_id")).values(available_at=now)
+        ),
+    )

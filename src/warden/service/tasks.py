@@ -169,7 +169,6 @@ class TaskService:
                     "usage": {},
                     "idempotency_key": sub.idempotency_key,
                     "max_attempts": self.max_attempts,
-                    "created_at": self.db.now(),
                 },
                 held=held,
             )
