@@ -5,17 +5,20 @@ execution context, parameter processing, a result object) each one costs 30-40 Â
 around a 5-40 Âµs SQLite call; on SQLite, where the writer thread runs every statement under the
 same GIL as the event loop, that overhead was most of a step's cost (docs/benchmarks.md).
 
-A `Prepared` wraps a Core statement whose parameters are all bind parameters. On SQLite it is
-compiled once, and then runs straight on the ``sqlite3`` connection: its parameters go through
-the bind processors SQLAlchemy itself would apply (JSON, floats), bound values the statement
+A `Prepared` wraps a Core statement whose parameters are all bind parameters. It is compiled
+once per dialect and then runs on a DBAPI cursor of the connection (``sqlite3``'s; on PostgreSQL
+SQLAlchemy's asyncpg adapter, which keeps asyncpg's prepared-statement cache): its parameters go
+through the bind processors SQLAlchemy itself would apply (JSON, floats), values the statement
 carries (a lease owner in a guard) are filled in, and a driver error is wrapped exactly as
-SQLAlchemy wraps it (``IntegrityError``, ``OperationalError``), so callers see no difference.
-On any other database it runs through ``Connection.execute`` unchanged. Statements run this way
-bypass SQLAlchemy's ``echo`` and cursor events.
+SQLAlchemy wraps it (``IntegrityError``, ``OperationalError``; a dropped connection is
+invalidated), so callers see no difference. Rows come back as plain tuples of what the driver
+returns, without SQLAlchemy's result processing: select numbers and text, not JSON columns
+(SQLite returns those as text). Statements run this way bypass ``echo`` and cursor events.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -64,33 +67,15 @@ class Prepared:
 
     def run(self, conn: Connection, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Execute once; the rows it returns (``RETURNING``, ``SELECT``), else an empty list."""
-        params = parameters or {}
-        if conn.dialect.name != "sqlite":
-            result = conn.execute(self.statement, dict(params))
-            return [tuple(row) for row in result] if result.returns_rows else []
         compiled = self._for(conn.dialect)
-        args = compiled.arguments(params)
-        driver = conn.connection.driver_connection
-        try:
-            cursor = driver.execute(compiled.sql, args)  # type: ignore[union-attr]
-            return cursor.fetchall() if compiled.returns_rows else []
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(exc, compiled.sql, args, conn.dialect) from exc
+        args = compiled.arguments(parameters or {})
+        return _on_cursor(conn, compiled.sql, args, many=False, rows=compiled.returns_rows)
 
     def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row of parameters (one ``executemany``); nothing is returned."""
-        if not rows:
-            return
-        if conn.dialect.name != "sqlite":
-            conn.execute(self.statement, [dict(r) for r in rows])
-            return
-        compiled = self._for(conn.dialect)
-        args = [compiled.arguments(r) for r in rows]
-        driver = conn.connection.driver_connection
-        try:
-            driver.executemany(compiled.sql, args)  # type: ignore[union-attr]
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(exc, compiled.sql, args, conn.dialect) from exc
+        if rows:
+            compiled = self._for(conn.dialect)
+            _on_cursor(conn, compiled.sql, [compiled.arguments(r) for r in rows], many=True, rows=False)
 
     def _for(self, dialect: Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
@@ -154,5 +139,28 @@ def _compile(statement: Executable, dialect: Dialect, column_keys: list[str] | N
     )
 
 
-def _wrapped(exc: Exception, sql: str, args: Any, dialect: Dialect) -> Exception:
-    return DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error, dialect=dialect)
+def _on_cursor(conn: Connection, sql: str, args: Any, *, many: bool, rows: bool) -> list[tuple[Any, ...]]:
+    """Run on a DBAPI cursor of the connection (``sqlite3``'s own; for asyncpg, SQLAlchemy's
+    adapter, which awaits the driver inside ``run_sync``), with SQLAlchemy's error handling:
+    a driver error is wrapped into SQLAlchemy's exception types, a dropped connection is
+    invalidated so the pool replaces it."""
+    dialect = conn.dialect
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    cursor = dbapi_conn.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, args)
+            return []
+        cursor.execute(sql, args)
+        return [tuple(row) for row in cursor.fetchall()] if rows else []
+    except dialect.loaded_dbapi.Error as exc:
+        gone = dialect.is_disconnect(exc, dbapi_conn, cursor)
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, args, exc, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
+        ) from exc
+    finally:
+        with contextlib.suppress(Exception):  # an invalidated connection's cursor may not close
+            cursor.close()
