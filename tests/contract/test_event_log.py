@@ -116,3 +116,56 @@ async def test_emit_later_fails_the_whole_transaction_when_its_guard_fails(runti
             await tx.emit(task_id, EventType.TOOL_OUTPUT, {"i": 3})
         assert [(e.seq, e.data) for e in tx.emitted] == [(2, {"i": 1}), (3, {"i": 2}), (4, {"i": 3})]
         assert [e.seq for e in sub.drain()] == [2, 3, 4]
+
+
+async def test_a_busy_follower_gets_what_queued_up_in_one_batch(runtime: Runtime) -> None:
+    """Events published while the reader is away come back as one batch, in order, once each,
+    with a gap in the live stream filled from the log."""
+    from warden.events.stream import follow_batches
+
+    task_id = await _task(runtime)
+    finished = asyncio.Event()
+
+    async def is_finished() -> bool:
+        return finished.is_set()
+
+    batches = follow_batches(runtime.log, task_id, after=0, is_finished=is_finished, idle_check=5.0)
+    assert [[e.seq for e in b] for b in [await anext(batches)]] == [[1]]  # the backlog
+    next_batch = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0.05)  # the follower now waits on the live subscription
+    async with runtime.log.transaction() as tx:
+        await tx.emit_many(task_id, [(EventType.TOOL_OUTPUT, {"i": i}) for i in range(3)])
+    assert [e.seq for e in await next_batch] == [2, 3, 4]
+    # Written without being published (another process's event the bus missed), then live ones.
+    async with runtime.log.db.transaction() as conn:
+        from warden.events.log import Tx
+
+        await Tx(conn, runtime.log.db).emit(task_id, EventType.TOOL_OUTPUT, {"unpublished": True})
+    async with runtime.log.transaction() as tx:
+        await tx.emit(task_id, EventType.TOOL_OUTPUT, {"i": 3})
+        await tx.emit(task_id, EventType.TASK_CANCELLED, {})
+    finished.set()
+    async with asyncio.timeout(5):
+        rest = [[e.seq for e in b] async for b in batches]
+    assert rest == [[5, 6, 7]]
+
+
+async def test_a_quiet_subscription_times_out_and_a_later_get_moves_the_deadline(runtime: Runtime) -> None:
+    task_id = await _task(runtime)
+    loop = asyncio.get_running_loop()
+    # After seq 1 (task.queued), or the bus's log poll would hand that one over.
+    async with runtime.log.bus.subscribe(task_id, after=1) as sub:
+        started = loop.time()
+        assert await sub.get(timeout=0.1) is None
+        assert 0.09 <= loop.time() - started < 1.0
+        waiting = asyncio.ensure_future(sub.get(timeout=0.3))
+        await asyncio.sleep(0.15)
+        assert not waiting.done()
+        async with runtime.log.transaction() as tx:
+            await tx.emit(task_id, EventType.TOOL_OUTPUT, {"i": 1})
+        event = await waiting
+        assert event is not None and event.seq == 2
+        # The deadline runs from the latest get, not the first.
+        started = loop.time()
+        assert await sub.get(timeout=0.4) is None
+        assert loop.time() - started >= 0.39

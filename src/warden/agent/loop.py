@@ -370,10 +370,9 @@ class AgentLoop:
 
         async def flush(text: str) -> None:
             async with self.log.transaction() as tx:
-                await tx.emit(
+                await tx.emit_later(
                     self.task_id,
-                    EventType.MODEL_DELTA,
-                    {"step": step, "text": text},
+                    [(EventType.MODEL_DELTA, {"step": step, "text": text})],
                     guard=self.queue.guard(self.lease),
                 )
 
@@ -631,7 +630,7 @@ class AgentLoop:
             await self._seal(tx)
             await self.queue.park(tx, self.lease, pending=pending_count(self.task_id))
             if items:
-                await tx.emit_many(self.task_id, items)
+                await tx.emit_later(self.task_id, items)
 
     async def _start_items(self, tx: Tx, plan: _Plan) -> tuple[EventType, dict[str, Any]]:
         assert plan.tool is not None
@@ -699,16 +698,15 @@ class AgentLoop:
         if plan.kind is _Kind.RERUN:
             async with self.log.transaction() as tx:
                 item = await self._start_items(tx, plan)
-                await tx.emit_many(self.task_id, [item], guard=self.queue.guard(self.lease))
+                await tx.emit_later(self.task_id, [item], guard=self.queue.guard(self.lease))
 
         async def emit_output(text: str) -> None:
             if self.pii is not None:
                 (text,) = await self._redact_many([text])
             async with self.log.transaction() as tx:
-                await tx.emit(
+                await tx.emit_later(
                     self.task_id,
-                    EventType.TOOL_OUTPUT,
-                    {"call_id": call.id, "text": text},
+                    [(EventType.TOOL_OUTPUT, {"call_id": call.id, "text": text})],
                     guard=self.queue.guard(self.lease),
                 )
                 await self._seal(tx)
@@ -740,7 +738,7 @@ class AgentLoop:
         if not defer:
             async with self.log.transaction() as tx:
                 item = await self._finish_items(tx, plan)
-                await tx.emit_many(self.task_id, [item], guard=self.queue.guard(self.lease))
+                await tx.emit_later(self.task_id, [item], guard=self.queue.guard(self.lease))
                 await self._seal(tx)
 
     async def _inbound(self, tool: Tool, result: ToolResult) -> tuple[ToolResult, Finding | None]:
@@ -835,7 +833,7 @@ class AgentLoop:
                 await self.journal.finish(tx, turn.key, turn.response.to_dict())
             items = self._model_items(state.step, turn)
             if items:
-                await tx.emit_many(self.task_id, items, guard=self.queue.guard(self.lease))
+                await tx.emit_later(self.task_id, items, guard=self.queue.guard(self.lease))
             await self._seal(tx)
             await self.queue.finish(
                 tx,

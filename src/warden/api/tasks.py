@@ -129,12 +129,15 @@ async def task_events(
 ) -> EventStreamResponse:
     """Every event after ``after`` (or ``Last-Event-ID``), live, until the task ends.
     Each frame has ``id: <seq>``, ``event: <type>`` and the event's JSON as data."""
-    events = await _runtime(request).tasks.events(caller, task_id, _resume_point(after, last_event_id))
+    batches = await _runtime(request).tasks.event_batches(
+        caller, task_id, _resume_point(after, last_event_id)
+    )
 
     async def frames() -> AsyncIterator[bytes]:
-        async for event in events:
-            yield event.sse_frame
-            if event.is_terminal:
+        async for batch in batches:
+            # Events that queued up while this stream was busy go out in one write.
+            yield batch[0].sse_frame if len(batch) == 1 else b"".join(e.sse_frame for e in batch)
+            if batch[-1].is_terminal:
                 # The stream's teardown comes next: let the task's other subscribers get this
                 # frame first (with 1,000 of them, the teardowns added up before the last one).
                 await asyncio.sleep(0)

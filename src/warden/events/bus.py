@@ -24,9 +24,12 @@ class Subscription:
     def __init__(self, task_id: str, after: int, buffer: int) -> None:
         self.task_id = task_id
         self.last_seq = after
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=buffer)
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=buffer)
+        """Events, and None when a `get` has waited its timeout out."""
         self.lagged = False
         """Set when the subscriber fell behind and events were dropped; re-read from the log."""
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def offer(self, event: Event) -> None:
         try:
@@ -35,20 +38,37 @@ class Subscription:
             self.lagged = True
 
     async def get(self, timeout: float) -> Event | None:
-        """The next event, or None on timeout."""
-        if not self._queue.empty():  # no timer to arm and cancel when one is waiting already
+        """The next event, or None after ``timeout`` seconds without one."""
+        if not self._queue.empty():  # no deadline to move when one is waiting already
             return self._queue.get_nowait()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._queue.get()
-        except TimeoutError:
-            return None
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + timeout
+        if self._timer is None:
+            # One timer per subscription, re-armed when it fires, rather than one per get: with
+            # a thousand subscribers every event would arm and cancel a thousand timers.
+            self._timer = loop.call_at(self._deadline, self._expire, loop)
+        return await self._queue.get()
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if loop.time() < self._deadline:  # a later get moved the deadline
+            self._timer = loop.call_at(self._deadline, self._expire, loop)
+        elif self._queue.empty():
+            self._queue.put_nowait(None)
 
     def drain(self) -> list[Event]:
+        """The events waiting, without waiting."""
         items = []
         while not self._queue.empty():
-            items.append(self._queue.get_nowait())
+            item = self._queue.get_nowait()
+            if item is not None:
+                items.append(item)
         return items
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class EventBus(Protocol):
@@ -107,6 +127,7 @@ class LocalEventBus:
         try:
             yield sub
         finally:
+            sub.close()
             subs.discard(sub)
             if not subs:
                 del self._subscribers[task_id]

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from warden.errors import Conflict, InvalidInput, NotFound
 from warden.events.log import EventLog
-from warden.events.stream import follow
+from warden.events.stream import follow_batches
 from warden.events.types import Event
 from warden.governance.budgets import BudgetLedger
 from warden.governance.pii.guard import PiiGuard, VaultReader
@@ -33,6 +33,10 @@ class Submission:
     session_id: str | None = None
     metadata: dict[str, Any] | None = None
     idempotency_key: str | None = None
+
+
+EventBatch = list[Event]
+"""Events of one task, in order, that were ready at once."""
 
 
 class TaskService:
@@ -229,6 +233,12 @@ class TaskService:
     async def events(self, principal: Principal, task_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Every event after ``after`` until the task ends; checks access before the first.
         Placeholders of the PII vault stay unless the caller holds ``pii:read``."""
+        return _flat(await self.event_batches(principal, task_id, after))
+
+    async def event_batches(
+        self, principal: Principal, task_id: str, after: int = 0
+    ) -> AsyncIterator[EventBatch]:
+        """`events` in batches of what is ready at once (`follow_batches`)."""
         record = await self.get(principal, task_id)
 
         async def is_finished() -> bool:
@@ -236,12 +246,21 @@ class TaskService:
                 record = await get_task(conn, task_id)
             return record is None or record.status.is_terminal
 
-        stream = follow(self.log, task_id, after=after, is_finished=is_finished)
+        stream = follow_batches(self.log, task_id, after=after, is_finished=is_finished)
         reader = self._reader(principal, record)
         return stream if reader is None else _revealing(stream, reader)
 
 
-async def _revealing(stream: AsyncIterator[Event], reader: VaultReader) -> AsyncIterator[Event]:
-    async for event in stream:
-        data = await reader.reveal(event.data)
-        yield event if data is event.data else replace(event, data=data)
+async def _flat(batches: AsyncIterator[list[Event]]) -> AsyncIterator[Event]:
+    async for batch in batches:
+        for event in batch:
+            yield event
+
+
+async def _revealing(stream: AsyncIterator[list[Event]], reader: VaultReader) -> AsyncIterator[list[Event]]:
+    async for batch in stream:
+        revealed = []
+        for event in batch:
+            data = await reader.reveal(event.data)
+            revealed.append(event if data is event.data else replace(event, data=data))
+        yield revealed
