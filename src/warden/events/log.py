@@ -11,7 +11,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ClauseElement, Connection, Executable, Integer, bindparam, insert, select, update
+from sqlalchemy import (
+    ClauseElement,
+    Connection,
+    Executable,
+    Float,
+    Integer,
+    String,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warden.events.bus import EventBus
@@ -102,15 +117,23 @@ def _appender(
     """The writer-side work of an emit: the seq bump and the event rows, in one hand-off; None
     when the task row did not match (no task, or the guard's conditions failed)."""
     count = len(items)
-    bump, params = _bump(task_id, count, guard)
+    emit, params = _emit_statements(task_id, count, guard)
     ts = time.time()
 
     def append(conn: Connection) -> list[Event] | None:
-        # One unit of work: the seq bump and the rows, in one hand-off to the writer.
-        rows = bump.run(conn, params)
-        if not rows:
+        if conn.dialect.name == "postgresql":
+            # One round trip: the bump as a CTE that the rows' insert numbers itself from.
+            rows = [{"ord": i, "type": etype.value, "data": data} for i, (etype, data) in enumerate(items, 1)]
+            inserted = emit.bump_and_insert.run(conn, {**params, "e_ts": ts, "e_rows": rows})
+            if not inserted:
+                return None
+            first = min(seq for (seq,) in inserted)
+            return [Event(task_id, first + i, ts, etype, data) for i, (etype, data) in enumerate(items)]
+        # SQLite: two statements, but in the same hand-off to the writer thread.
+        bumped = emit.bump.run(conn, params)
+        if not bumped:
             return None
-        first = rows[0][0] - count + 1
+        first = bumped[0][0] - count + 1
         new = [Event(task_id, first + i, ts, etype, data) for i, (etype, data) in enumerate(items)]
         _INSERT_EVENTS.run_many(
             conn,
@@ -125,14 +148,26 @@ def _appender(
 
 
 _INSERT_EVENTS = Prepared(insert(events_table), column_keys=("task_id", "seq", "ts", "type", "data"))
-_BUMPS: dict[tuple[Any, ...], tuple[Prepared, tuple[Any, ...]]] = {}
 
 
-def _bump(task_id: str, count: int, guard: Guard | None) -> tuple[Prepared, dict[str, Any]]:
-    """The task-row update of an emit (``last_seq += count``, fenced and extended by ``guard``)
-    and its parameters. Statements are cached by the guard's conditions and SQL values (the
-    queue builds those once per lease), with plain values as bind parameters: building a Core
-    statement on every emit costs more than running it."""
+@dataclass(frozen=True, slots=True)
+class _Emit:
+    bump: Prepared
+    """``UPDATE tasks SET last_seq = last_seq + n … RETURNING last_seq`` (fenced by the guard)."""
+    bump_and_insert: Prepared
+    """PostgreSQL: the bump as a CTE and the rows' insert from it (``e_rows`` a JSON array of
+    ``{ord, type, data}``), returning the new seqs."""
+    keep: tuple[Any, ...]
+    """The guard's objects whose identities key the cache."""
+
+
+_EMITS: dict[tuple[Any, ...], _Emit] = {}
+
+
+def _emit_statements(task_id: str, count: int, guard: Guard | None) -> tuple[_Emit, dict[str, Any]]:
+    """The statements of an emit and their parameters. Statements are cached by the guard's
+    conditions and SQL values (the queue builds those once per lease), with plain values as
+    bind parameters: building a Core statement on every emit costs more than running it."""
     params: dict[str, Any] = {"e_task": task_id, "e_count": count}
     where: tuple[Any, ...] = ()
     sql_values: dict[str, Any] = {}
@@ -147,23 +182,41 @@ def _bump(task_id: str, count: int, guard: Guard | None) -> tuple[Prepared, dict
                 params[f"e_{name}"] = value
     # Identities are stable keys: the cache entry keeps the objects alive.
     key = (id(where), tuple((n, id(v)) for n, v in sorted(sql_values.items())), tuple(sorted(plain)))
-    cached = _BUMPS.get(key)
+    cached = _EMITS.get(key)
     if cached is None:
-        if len(_BUMPS) >= 1024:
-            _BUMPS.clear()
+        if len(_EMITS) >= 1024:
+            _EMITS.clear()
         values: dict[str, Any] = {
             "last_seq": tasks_table.c.last_seq + bindparam("e_count", type_=Integer),
             **sql_values,
             **{n: bindparam(f"e_{n}", type_=tasks_table.c[n].type) for n in plain},
         }
-        statement = (
+        bump = (
             update(tasks_table)
-            .where(tasks_table.c.id == bindparam("e_task"), *where)
+            .where(tasks_table.c.id == bindparam("e_task", type_=String), *where)
             .values(**values)
             .returning(tasks_table.c.last_seq)
         )
-        cached = _BUMPS[key] = (Prepared(statement), (where, *sql_values.values()))
-    return cached[0], params
+        cte = bump.cte("bump")
+        rows = (
+            func.jsonb_to_recordset(bindparam("e_rows", type_=JSONB))
+            .table_valued(column("ord", Integer), column("type", String), column("data", JSONB))
+            .render_derived(name="e", with_types=True)
+        )
+        from_bump = select(
+            bindparam("e_task", type_=String),
+            cte.c.last_seq - bindparam("e_count", type_=Integer) + rows.c.ord,
+            bindparam("e_ts", type_=Float),
+            rows.c.type,
+            rows.c.data,
+        ).select_from(cte.join(rows, true()))
+        bump_and_insert = (
+            insert(events_table)
+            .from_select(["task_id", "seq", "ts", "type", "data"], from_bump)
+            .returning(events_table.c.seq)
+        )
+        cached = _EMITS[key] = _Emit(Prepared(bump), Prepared(bump_and_insert), (where, *sql_values.values()))
+    return cached, params
 
 
 class EventLog:
