@@ -223,3 +223,23 @@ async def test_a_dead_or_stopping_workers_tasks_go_back_to_their_place_in_line(r
     # Both resume before the three tasks submitted after them.
     assert {lease.task_id for lease in await runtime.queue.lease("w2", 2)} == {first, second}
     assert {lease.task_id for lease in await runtime.queue.lease("w2", 5)} == set(newer)
+
+
+async def test_submit_answers_with_the_task_as_stored(runtime: Runtime) -> None:
+    """The record a submit returns is built without reading the row back; it must be the row."""
+    p = await _principal(runtime)
+    created, is_new = await runtime.tasks.submit(
+        p, Submission(agent="tester", input="as stored", metadata={"k": "v"}, idempotency_key="once")
+    )
+    assert is_new
+    assert created == await runtime.tasks.get(p, created.id)
+    replay, is_new = await runtime.tasks.submit(
+        p, Submission(agent="tester", input="as stored", idempotency_key="once")
+    )
+    assert not is_new and replay == created
+    # A task held behind its session's active one: no available_at yet.
+    held, _ = await runtime.tasks.submit(
+        p, Submission(agent=None, input="next", session_id=created.session_id)
+    )
+    assert held.available_at is None
+    assert held == await runtime.tasks.get(p, held.id)

@@ -5,7 +5,7 @@ Every state change writes its event in the same transaction."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, Float, and_, bindparam, func, insert, or_, select, update
@@ -16,7 +16,7 @@ from warden.queue.lease import Lease, LeaseLost
 from warden.store.database import Database, run_later
 from warden.store.prepared import Prepared, per_dialect
 from warden.store.schema import approvals, sessions, tasks
-from warden.store.tasks import ACTIVE_STATUSES, TaskStatus
+from warden.store.tasks import ACTIVE_STATUSES, TaskRecord, TaskStatus
 from warden.telemetry.metrics import observe_task_end
 from warden.telemetry.tracing import current_traceparent
 
@@ -38,16 +38,48 @@ class SqlTaskQueue:
 
     # -- producers -------------------------------------------------------------------------
 
-    async def enqueue(self, tx: Tx, values: dict[str, Any], *, held: bool = False) -> None:
+    async def enqueue(self, tx: Tx, values: dict[str, Any], *, held: bool = False) -> Enqueued:
         """Insert a queued task (``values``: the `ENQUEUED_COLUMNS`; ``traceparent`` defaults to
-        the current trace's); ``held`` tasks wait for their session's active task to end."""
+        the current trace's); ``held`` tasks wait for their session's active task to end.
+        Returns the task as stored once the transaction has committed (`Enqueued.record`)."""
         params = {f"q_{name}": values.get(name) for name in ENQUEUED_COLUMNS}
         # The submitting request's trace, continued by the worker's invoke_agent span.
         if params["q_traceparent"] is None:
             params["q_traceparent"] = current_traceparent()
-        # Nothing is read back: on SQLite both ride with the commit (a duplicate idempotency key
-        # fails it, which the caller handles).
-        await tx.write(self._statements.enqueue_held if held else self._statements.enqueue, params)
+        enqueued = Enqueued(
+            TaskRecord(
+                id=values["id"],
+                tenant_id=values["tenant_id"],
+                session_id=values.get("session_id"),
+                agent_name=values["agent_name"],
+                agent_version=values["agent_version"],
+                status=TaskStatus.QUEUED,
+                input=values["input"],
+                output=None,
+                error=None,
+                metadata=values.get("metadata") or {},
+                usage=values.get("usage") or {},
+                attempt=0,
+                max_attempts=values["max_attempts"],
+                lease_owner=None,
+                lease_until=None,
+                available_at=None,
+                cancel_requested=False,
+                last_seq=1,  # task.queued, below
+                created_at=0.0,
+                started_at=None,
+                finished_at=None,
+                run_seconds=0.0,
+            )
+        )
+        statement = self._statements.enqueue_held if held else self._statements.enqueue
+
+        def insert(conn: Connection) -> None:
+            # Nothing is awaited: on SQLite it rides with the commit (a duplicate idempotency key
+            # fails it, which the caller handles).
+            ((enqueued.created_at, enqueued.available_at),) = statement.run(conn, params)
+
+        await run_later(tx.conn, insert)
         await tx.emit_later(
             values["id"],
             [
@@ -57,6 +89,7 @@ class SqlTaskQueue:
                 )
             ],
         )
+        return enqueued
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -480,6 +513,25 @@ ENQUEUED_COLUMNS = (
 """The columns a producer gives `SqlTaskQueue.enqueue`; the queue sets the rest."""
 
 
+_ENQUEUE_RETURNS = (tasks.c.created_at, tasks.c.available_at)
+
+
+@dataclass(slots=True)
+class Enqueued:
+    """A task `SqlTaskQueue.enqueue` inserted. Its times come from the database's clock, set
+    when the insert runs (on SQLite, with the commit): read `record` after the commit."""
+
+    draft: TaskRecord
+    created_at: float | None = None
+    available_at: float | None = None
+
+    @property
+    def record(self) -> TaskRecord:
+        if self.created_at is None:
+            raise RuntimeError("the task's insert has not run yet")
+        return replace(self.draft, created_at=self.created_at, available_at=self.available_at)
+
+
 @dataclass(frozen=True, slots=True)
 class _Statements:
     """The queue's per-task statements, built once per dialect with bind parameters."""
@@ -531,8 +583,8 @@ def _statements(db: Database) -> _Statements:
     session: Any = bindparam("s_id")
     return _Statements(
         # The database's clock, like every lease time, so a skewed API host cannot delay it.
-        enqueue=Prepared(insert(tasks).values(**row, available_at=now)),
-        enqueue_held=Prepared(insert(tasks).values(**row, available_at=None)),
+        enqueue=Prepared(insert(tasks).values(**row, available_at=now).returning(*_ENQUEUE_RETURNS)),
+        enqueue_held=Prepared(insert(tasks).values(**row, available_at=None).returning(*_ENQUEUE_RETURNS)),
         finish=Prepared(finish.values(**ended)),
         finish_usage=Prepared(finish.values(**ended, usage=bindparam("f_usage", type_=tasks.c.usage.type))),
         session_history=Prepared(

@@ -76,14 +76,14 @@ class TaskService:
                 principal.tenant_id, await self._agent_of(principal, sub), adding_task=True
             )
         try:
-            task_id = await self._insert(principal, sub)
+            record = await self._insert(principal, sub)
         except IntegrityError:
             # A concurrent submit with the same idempotency key won the race: answer with its task.
             existing = await self._by_idempotency_key(principal, sub.idempotency_key)
             if existing is None:
                 raise
             return existing, False
-        return await self.get(principal, task_id), True
+        return record, True
 
     async def _agent_of(self, principal: Principal, sub: Submission) -> str:
         if sub.session_id is None:
@@ -125,7 +125,7 @@ class TaskService:
             ).first()
         return await self.get(principal, row.id) if row is not None else None
 
-    async def _insert(self, principal: Principal, sub: Submission) -> str:
+    async def _insert(self, principal: Principal, sub: Submission) -> TaskRecord:
         task_id = new_id("task")
         async with self.log.transaction() as tx:
             if sub.session_id is not None:
@@ -160,7 +160,7 @@ class TaskService:
                     # task waits for it only then.
                     held = await self._interrupt_session(tx, session.id)
 
-            await self.queue.enqueue(
+            enqueued = await self.queue.enqueue(
                 tx,
                 {
                     "id": task_id,
@@ -178,7 +178,7 @@ class TaskService:
             )
             if not held:
                 tx.after_commit(self.log.bus.notify_work)
-        return task_id
+        return enqueued.record
 
     async def _interrupt_session(self, tx: Any, session_id: str) -> bool:
         """Cancel the session's unfinished tasks; True if one is still running."""
