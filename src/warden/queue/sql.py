@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, Float, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Float, Integer, String, and_, bindparam, func, insert, or_, select, update
 
 from warden.events.log import EventLog, Guard, Tx
 from warden.events.types import EventType
@@ -96,48 +96,22 @@ class SqlTaskQueue:
     async def lease(self, owner: str, limit: int) -> list[Lease]:
         if limit <= 0:
             return []
-        now = self.db.now()
-        # Two statements on purpose: PostgreSQL may re-run an `IN (SELECT … LIMIT n FOR UPDATE
-        # SKIP LOCKED)` subquery per row and lease more than `limit` tasks.
-        candidates = (
-            select(tasks.c.id)
-            .where(
-                tasks.c.status == TaskStatus.QUEUED.value,
-                tasks.c.available_at.is_not(None),
-                tasks.c.available_at <= now,
-            )
-            .order_by(tasks.c.available_at, tasks.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        async with self.log.transaction() as tx:
-            ids = [r.id for r in await tx.conn.execute(candidates)]
+        statements = self._statements
+        params = {"l_limit": limit, "l_owner": owner, "l_ttl": self.lease_ttl}
+
+        def take(conn: Connection) -> list[Any]:
+            # Two statements on purpose: PostgreSQL may re-run an `IN (SELECT … LIMIT n FOR
+            # UPDATE SKIP LOCKED)` subquery per row and lease more than `limit` tasks. One
+            # unit of work: on SQLite one hand-off to the writer for both.
+            ids = [row[0] for row in statements.lease_candidates.run(conn, params)]
             if not ids:
                 return []
-            result = await tx.conn.execute(
-                update(tasks)
-                .where(tasks.c.id.in_(ids), tasks.c.status == TaskStatus.QUEUED.value)
-                .values(
-                    status=TaskStatus.RUNNING.value,
-                    lease_owner=owner,
-                    lease_until=now + self.lease_ttl,
-                    attempt=tasks.c.attempt + 1,
-                    started_at=func.coalesce(tasks.c.started_at, now),
-                )
-                .returning(
-                    tasks.c.id,
-                    tasks.c.attempt,
-                    tasks.c.tenant_id,
-                    tasks.c.session_id,
-                    tasks.c.agent_name,
-                    tasks.c.agent_version,
-                    tasks.c.input,
-                    tasks.c.run_seconds,
-                    tasks.c.traceparent,
-                    tasks.c.last_seq,
-                    _SESSION_HISTORY,
-                )
-            )
+            return list(conn.execute(statements.lease, {**params, "l_ids": ids}))
+
+        async with self.log.transaction() as tx:
+            result = await tx.conn.run_sync(take)
+            if not result:
+                return []
             leases = [
                 Lease(
                     r.id,
@@ -538,6 +512,9 @@ class _Statements:
 
     enqueue: Prepared
     enqueue_held: Prepared
+    lease_candidates: Prepared
+    lease: Any
+    """Runs through SQLAlchemy: its ids are an expanding IN list, its history JSON to decode."""
     finish: Prepared
     finish_usage: Prepared
     session_history: Prepared
@@ -581,7 +558,44 @@ def _statements(db: Database) -> _Statements:
         )
     )
     session: Any = bindparam("s_id")
+    lease_candidates = (
+        select(tasks.c.id)
+        .where(
+            tasks.c.status == TaskStatus.QUEUED.value,
+            tasks.c.available_at.is_not(None),
+            tasks.c.available_at <= now,
+        )
+        .order_by(tasks.c.available_at, tasks.c.id)
+        .limit(bindparam("l_limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+    lease = (
+        update(tasks)
+        .where(tasks.c.id.in_(bindparam("l_ids", expanding=True)), tasks.c.status == TaskStatus.QUEUED.value)
+        .values(
+            status=TaskStatus.RUNNING.value,
+            lease_owner=bindparam("l_owner", type_=String),
+            lease_until=now + bindparam("l_ttl", type_=Float),
+            attempt=tasks.c.attempt + 1,
+            started_at=func.coalesce(tasks.c.started_at, now),
+        )
+        .returning(
+            tasks.c.id,
+            tasks.c.attempt,
+            tasks.c.tenant_id,
+            tasks.c.session_id,
+            tasks.c.agent_name,
+            tasks.c.agent_version,
+            tasks.c.input,
+            tasks.c.run_seconds,
+            tasks.c.traceparent,
+            tasks.c.last_seq,
+            _SESSION_HISTORY,
+        )
+    )
     return _Statements(
+        lease_candidates=Prepared(lease_candidates),
+        lease=lease,
         # The database's clock, like every lease time, so a skewed API host cannot delay it.
         enqueue=Prepared(insert(tasks).values(**row, available_at=now).returning(*_ENQUEUE_RETURNS)),
         enqueue_held=Prepared(insert(tasks).values(**row, available_at=None).returning(*_ENQUEUE_RETURNS)),

@@ -15,6 +15,7 @@ from warden.ids import new_id
 from warden.service.agents import AgentCatalog
 from warden.service.keys import Principal
 from warden.store.database import Database, wall_clock, write
+from warden.store.prepared import Prepared
 from warden.store.schema import sessions, tasks
 from warden.store.tasks import TaskStatus
 
@@ -81,18 +82,34 @@ async def insert_session(
     # Nothing is read back: on SQLite the insert rides with the transaction's next unit.
     await write(
         conn,
-        sessions.insert().values(
-            id=record.id,
-            tenant_id=tenant_id,
-            agent_name=agent,
-            multitask=multitask.value,
-            history=[],
-            metadata=metadata,
-            created_at=now,
-            updated_at=now,
-        ),
+        _INSERT_SESSION,
+        {
+            "id": record.id,
+            "tenant_id": tenant_id,
+            "agent_name": agent,
+            "multitask": multitask.value,
+            "history": [],
+            "metadata": metadata,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     return record
+
+
+_INSERT_SESSION = Prepared(
+    sessions.insert(),
+    column_keys=(
+        "id",
+        "tenant_id",
+        "agent_name",
+        "multitask",
+        "history",
+        "metadata",
+        "created_at",
+        "updated_at",
+    ),
+)
 
 
 class SessionService:
