@@ -419,3 +419,12 @@ async def wait_task(runtime: Any, task_id: str, timeout: float) -> str:
             event = await sub.get(timeout=1.0)
             while event is not None and not event.is_terminal:
                 event = await sub.get(timeout=1.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")

@@ -43,6 +43,7 @@ from bench._common import (
     write_result,
     write_script,
 )
+from warden.agent.state import LoopState
 from warden.runtime import Runtime
 from warden.store.schema import checkpoints, events, journal
 from warden.worker.worker import Worker
@@ -87,13 +88,17 @@ async def measure(database_url: str, home: Path, steps: int) -> dict[str, Any]:
             event_bytes = await _column_bytes(conn, events, events.c.data, task_id, postgres)
         per_step = [float(r.stored) for r in rows]
         raw_per_step = [float(r.raw) for r in rows]
-        # The baseline: what each step adds (its assistant message and tool result), as JSON.
+        # The baseline: what each step adds to the conversation (its assistant message and tool
+        # result), as compact JSON, cut from the whole conversation at each checkpoint's end.
+        state = LoopState.from_rows([r.state for r in rows])
+        conversation = [m.to_dict() for m in state.messages] if state is not None else []
         increments: list[float] = []
         previous = 0
         for r in rows:
-            messages = r.state["messages"]
-            increments.append(float(len(json.dumps(messages[previous:], separators=(",", ":")).encode())))
-            previous = len(messages)
+            end = int(r.state.get("base") or 0) + len(r.state["messages"])
+            piece = conversation[previous:end]
+            increments.append(float(len(json.dumps(piece, separators=(",", ":")).encode())))
+            previous = end
         total = sum(per_step)
         return {
             "status": status,

@@ -56,6 +56,7 @@ from bench._common import (
     AGENT,
     Target,
     bench_config,
+    cpu_seconds,
     machine_info,
     ratio,
     run,
@@ -73,15 +74,6 @@ CHUNK_DELAY = 0.03
 DEFAULT_FLUSH_INTERVAL = 0.05
 """Warden's default ``events.delta_flush_interval``."""
 FRAME_END = re.compile(rb"\r?\n\r?\n")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
 @dataclass

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import sqlite3
 import tempfile
 import time
@@ -38,6 +39,7 @@ from bench._common import (
     Target,
     asyncpg_url,
     bench_config,
+    cpu_seconds,
     machine_info,
     parser,
     pg_database,
@@ -184,6 +186,7 @@ async def over_http(home: Path, n: int) -> dict[str, Any]:
                         if resp.status_code != 202:
                             errors.append(f"{resp.status_code} {resp.text[:200]}")
 
+                cpu_server0, cpu_client0 = cpu_seconds(server.pid), cpu_seconds(os.getpid())
                 t_first = time.time()
                 async with asyncio.timeout(100):
                     await asyncio.gather(*(poster() for _ in range(HTTP_CONNECTIONS)))
@@ -193,8 +196,14 @@ async def over_http(home: Path, n: int) -> dict[str, Any]:
             if not await progress.wait_all_ended(timeout=100):
                 print(f"  only {progress.ended()} of {n} tasks ended within 100 s; counting those")
             _, last_finished = await progress.span()
+            # Both processes share this 2-core machine: their CPU per task bounds the rate.
+            cpu = {
+                "server_ms_per_task": round((cpu_seconds(server.pid) - cpu_server0) * 1000 / n, 2),
+                "client_ms_per_task": round((cpu_seconds(os.getpid()) - cpu_client0) * 1000 / n, 2),
+            }
             report = _report(n, t_first, t_submitted, last_finished, progress)
             report["server"] = {"loop": server.loop, "workers": 1, "http_connections": HTTP_CONNECTIONS}
+            report["cpu"] = cpu
             return report
         finally:
             await engine.dispose()
