@@ -116,7 +116,7 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         many = fan["results"]["fanout"]["delivery_ms"]
         out.append(
             (
-                f"SSE delivery p99, {n:,} subscribers",
+                f"SSE delivery p99, {n:,} subscribers (httptools clients)",
                 "≤ 100 ms",
                 _ms(many["p99"]),
                 f"1 subscriber: {_ms(single['p99'])}",
@@ -132,6 +132,18 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                 "–",
             )
         )
+        httpx_run = fan["results"].get("fanout_httpx_client")
+        if httpx_run:
+            out.append(
+                (
+                    f"SSE delivery p99, {n:,} httpx subscribers in one process (context)",
+                    "–",
+                    _ms(httpx_run["delivery_ms"]["p99"]),
+                    f"their process's CPU {httpx_run['cpu_s']['client_process']} s for a "
+                    f"{httpx_run['stream_s']} s stream",
+                    "–",
+                )
+            )
         if "fanout_uncoalesced" in fan["results"]:
             unc = fan["results"]["fanout_uncoalesced"]["delivery_ms"]
             unc_single = fan["baseline"]["single_subscriber_uncoalesced"]["delivery_ms"]
