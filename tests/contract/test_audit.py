@@ -293,3 +293,27 @@ async def test_append_later_chains_like_append_many_and_rolls_back_with_its_tran
     with pytest.raises(ValueError, match="one tenant"):
         async with db.transaction() as conn:
             await audit.append_later(conn, [decision("tnt_a"), decision("tnt_b")])
+
+
+async def test_stored_entries_are_byte_for_byte_what_was_hashed(audit: AuditLog, db: Database) -> None:
+    """Non-ASCII text, control characters, quotes and awkward floats survive the trip into the
+    database exactly (PostgreSQL stores a batch through a JSON array), so the chain verifies."""
+    entries = [
+        decision(
+            reason='naïve "quoted" \\ back\\slash\nnewline \u2028 ✓ 日本', data={"x": 0.1 + 0.2, "e": 1e-7}
+        ),
+        decision(subject=None, outcome=None, rule=None, reason=None, data={"emoji": "🙂", "tab": "\t"}),
+    ]
+    async with db.transaction() as conn:
+        records = await audit.append_many(conn, entries)
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                select(audit_log).where(audit_log.c.tenant_id == "tnt_a").order_by(audit_log.c.seq)
+            )
+        ).all()
+    assert [(r.reason, r.subject, r.ts, r.hash) for r in rows] == [
+        (rec.reason, rec.subject, rec.ts, rec.hash) for rec in records
+    ]
+    assert [r.data for r in rows] == [canonical_json(e.data) for e in entries]
+    assert (await audit.verify("tnt_a")).ok

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, bindparam, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, column, func, insert, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -172,11 +172,16 @@ class AuditLog:
                 head = statements.lock_head.run(conn, tenant)
             seq, prev_hash, now = head[0]
             records, rows = self._chain(tenant_id, int(seq), str(prev_hash), float(now), entries)
-            statements.insert.run_many(conn, rows)
             last = records[-1]
-            statements.move_head.run(
-                conn, {"a_tenant": tenant_id, "a_seq": last.seq, "a_hash": last.hash, "a_ts": last.ts}
-            )
+            moved = {"a_tenant": tenant_id, "a_seq": last.seq, "a_hash": last.hash, "a_ts": last.ts}
+            if conn.dialect.name == "postgresql":
+                # One round trip: the head's move as a CTE of the rows' insert.
+                stored = statements.store_and_move.run(conn, {**moved, "a_rows": rows})
+                if len(stored) != len(rows):
+                    raise RuntimeError(f"audit append stored {len(stored)} of {len(rows)} entries")
+            else:
+                statements.insert.run_many(conn, rows)
+                statements.move_head.run(conn, moved)
             return records
 
         return append
@@ -396,12 +401,25 @@ class _Statements:
     create_head: Prepared
     insert: Prepared
     move_head: Prepared
+    store_and_move: Prepared
+    """PostgreSQL: ``move_head`` as a CTE of the insert of ``a_rows`` (a JSON array of rows)."""
 
 
 @per_dialect
 def _statements(db: Database) -> _Statements:
     tenant: BindParameter[str] = bindparam("a_tenant", type_=audit_heads.c.tenant_id.type)
     on_conflict_insert = sqlite.insert if db.is_sqlite else postgresql.insert
+    move_head = (
+        update(audit_heads)
+        .where(audit_heads.c.tenant_id == tenant)
+        .values(seq=bindparam("a_seq"), hash=bindparam("a_hash"), updated_at=bindparam("a_ts"))
+    )
+    moved = move_head.returning(audit_heads.c.tenant_id).cte("moved")
+    rows = (
+        func.jsonb_to_recordset(bindparam("a_rows", type_=postgresql.JSONB))
+        .table_valued(*(column(c.name, c.type) for c in audit_log.columns))
+        .render_derived(name="r", with_types=True)
+    )
     return _Statements(
         # FOR UPDATE serialises a tenant's appends on PostgreSQL; SQLite has one writer
         # anyway (and SQLAlchemy leaves the clause out there).
@@ -418,9 +436,13 @@ def _statements(db: Database) -> _Statements:
             .on_conflict_do_nothing(index_elements=["tenant_id"])
         ),
         insert=Prepared(audit_log.insert(), column_keys=[c.name for c in audit_log.columns]),
-        move_head=Prepared(
-            update(audit_heads)
-            .where(audit_heads.c.tenant_id == tenant)
-            .values(seq=bindparam("a_seq"), hash=bindparam("a_hash"), updated_at=bindparam("a_ts"))
+        move_head=Prepared(move_head),
+        store_and_move=Prepared(
+            insert(audit_log)
+            .from_select(
+                [c.name for c in audit_log.columns],
+                select(*(rows.c[c.name] for c in audit_log.columns)).select_from(moved.join(rows, true())),
+            )
+            .returning(audit_log.c.seq)
         ),
     )
