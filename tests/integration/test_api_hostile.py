@@ -82,3 +82,31 @@ async def test_a_key_in_the_query_string_works_only_for_streams(make_config: Mak
             stream = await anonymous.get(f"/v1/tasks/{task['id']}/events", params={"api_key": h.admin_key})
             assert stream.status_code == 200
             assert "task.completed" in stream.text
+
+
+async def test_metadata_with_lone_surrogates_is_refused(make_config: MakeConfig) -> None:
+    """A JSON ``\\ud800`` escape parses into a string no response can encode: accepted, it made
+    every later listing of the tenant's tasks fail."""
+    config = make_config(script=script(f"sur-{uuid.uuid4().hex[:8]}", step("ok")))
+    async with WardenHarness(config, workers=0) as h, h.client() as client:
+        headers = {"content-type": "application/json"}
+        for body in (
+            b'{"agent": "tester", "input": "x", "metadata": {"k": "\\udfff"}}',
+            b'{"agent": "tester", "input": "x", "metadata": {"\\ud800": 1}}',
+        ):
+            response = await client.post("/v1/tasks", content=body, headers=headers)
+            assert response.status_code == 422
+            assert response.json()["code"] == "invalid_input"
+        session = await client.post(
+            "/v1/sessions", content=b'{"agent": "tester", "metadata": {"k": "\\ud800"}}', headers=headers
+        )
+        assert session.status_code == 422
+        listing = await client.get("/v1/tasks")
+        assert listing.status_code == 200 and listing.json()["items"] == []
+        # Edited arguments of an approval are refused before any approval is looked up.
+        decide = await client.post(
+            "/v1/approvals/apr_none",
+            content=b'{"decision": "approve", "arguments": {"path": ["\\udc00"]}}',
+            headers=headers,
+        )
+        assert decide.status_code == 422 and decide.json()["code"] == "invalid_input"

@@ -382,3 +382,30 @@ async def test_openapi_document_and_docs_page_are_served(make_config: MakeConfig
         paths = spec.json()["paths"]
         for path in ("/v1/tasks", "/v1/tasks/{task_id}", "/v1/tasks/{task_id}/events", "/v1/sessions"):
             assert path in paths
+
+
+async def test_a_model_that_sends_lone_surrogates_cannot_break_the_api(make_config: MakeConfig) -> None:
+    """The model's text and tool arguments arrive as JSON; a ``\\ud800`` escape in them parses
+    into a string no response can encode. Stored as is, it made the task, its session and every
+    listing of the tenant's tasks answer 500. Warden keeps U+FFFD in its place."""
+    name = unique("surrogate")
+    config = make_config(
+        script=script(
+            name,
+            step("", ("calculator", '{"expression": "1+1", "note": "\\ud800"}')),
+            step("broken \ud800 text \udfff end"),
+        ),
+        tools=["calculator"],
+    )
+    async with WardenHarness(config) as h, h.client() as client:
+        accepted = (await client.post("/v1/tasks", json={"agent": "tester", "input": "go"})).json()
+        events = await follow_to_end(client, accepted["id"])
+        task = (await client.get(f"/v1/tasks/{accepted['id']}")).json()
+        listing = await client.get("/v1/tasks")
+        session = await client.get(f"/v1/sessions/{accepted['session_id']}")
+    assert task["status"] == "completed"
+    assert task["output"] == "broken \ufffd text \ufffd end"
+    requested = next(e for e in events if e["type"] == "tool.requested")
+    assert json.loads(requested["data"]["arguments"]) == {"expression": "1+1", "note": "\ufffd"}
+    assert listing.status_code == 200 and [t["id"] for t in listing.json()["items"]] == [accepted["id"]]
+    assert session.status_code == 200, session.text

@@ -53,6 +53,7 @@ from warden.models.base import (
     TextDelta,
     ToolCall,
     ToolSpec,
+    valid_text,
     wire_tool_names,
 )
 from warden.queue.lease import Lease
@@ -393,7 +394,7 @@ class AgentLoop:
             await coalescer.close()
         if response is None:
             raise ModelError("the model stream ended without a final response")
-        return _Turn(key, response, tail=coalescer.take())
+        return _Turn(key, response.as_text(), tail=coalescer.take())
 
     def _model_items(self, step: int, turn: _Turn) -> list[tuple[EventType, dict[str, Any]]]:
         if turn.journalled:
@@ -745,6 +746,9 @@ class AgentLoop:
         """A tool's result as Warden keeps it and the model sees it: PII redacted (it may hold
         the real values the call was given, or new ones), and flagged if it reads like an
         attempt to steer the agent. Redaction that fails withholds the result (fail closed)."""
+        content = valid_text(result.content)
+        if content is not result.content:
+            result = ToolResult(content, result.is_error, result.data)
         if self.pii is not None:
             assert self.pii.redactor is not None and self._vault is not None
             try:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from warden.api._auth import principal
 from warden.api.schemas import ErrorBody
 from warden.governance.approvals import ApprovalDecision, ApprovalStatus
+from warden.models.base import valid_value
 from warden.service.keys import Principal
 
 router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
@@ -51,6 +52,14 @@ class Decide(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
     arguments: dict[str, Any] | None = None
     """Replaces the call's arguments (approve only); checked against the tool's schema on resume."""
+
+    @field_validator("arguments")
+    @classmethod
+    def _text(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and valid_value(value) is not value:
+            # JSON's \ud800 escapes parse into lone surrogates, which no response could encode.
+            raise ValueError("arguments must be valid Unicode text (no lone surrogates)")
+        return value
 
 
 @router.get("", response_model=ApprovalPage, responses=_errors)

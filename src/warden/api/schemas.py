@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from warden.config import AgentSpec, ModelPrice
+from warden.models.base import valid_text
 from warden.service.sessions import Multitask, SessionRecord
 from warden.store.tasks import TaskRecord, TaskStatus
 
@@ -31,6 +32,9 @@ def _check_metadata(value: dict[str, MetadataValue]) -> dict[str, MetadataValue]
             raise ValueError("metadata keys are at most 64 characters")
         if isinstance(item, str) and len(item) > 2048:
             raise ValueError("metadata values are at most 2048 characters")
+        if valid_text(key) is not key or (isinstance(item, str) and valid_text(item) is not item):
+            # JSON's \ud800 escapes parse into lone surrogates, which no response could encode.
+            raise ValueError("metadata must be valid Unicode text (no lone surrogates)")
     return value
 
 

@@ -6,9 +6,10 @@ because the journal stores them and a resumed task must rebuild them exactly.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -155,6 +156,23 @@ class ModelResponse:
             "finish_reason": self.finish_reason,
         }
 
+    def as_text(self) -> ModelResponse:
+        """This response with lone surrogates (a JSON ``\\ud800`` escape in what the model sent)
+        replaced by U+FFFD: stored, they would make every API response that shows them fail."""
+        message = self.message
+        calls = tuple(
+            ToolCall(c.id, valid_text(c.name), valid_json_text(c.arguments)) for c in message.tool_calls
+        )
+        content = valid_text(message.content)
+        if content is message.content and all(
+            a.arguments is b.arguments and a.name is b.name
+            for a, b in zip(calls, message.tool_calls, strict=True)
+        ):
+            return self
+        return ModelResponse(
+            replace(message, content=content, tool_calls=calls), self.usage, self.model, self.finish_reason
+        )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelResponse:
         return cls(
@@ -197,3 +215,45 @@ class ModelProvider(Protocol):
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]: ...
 
     async def aclose(self) -> None: ...
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` itself when it is valid Unicode (the usual case, checked in C), else a copy with
+    each lone surrogate replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def valid_json_text(text: str) -> str:
+    """`valid_text` for JSON text, whose ``\\ud800`` escapes become lone surrogates only once
+    parsed: such values are replaced by U+FFFD and the JSON re-serialised. Text that is not
+    JSON is only made valid text (whoever parses it reports the error)."""
+    text = valid_text(text)
+    if "\\u" not in text:
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    cleaned = valid_value(value)
+    return text if cleaned is value else json.dumps(cleaned, ensure_ascii=False)
+
+
+def valid_value(value: Any) -> Any:
+    """``value`` (parsed JSON) itself if every string in it is valid text, else a cleaned copy."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, list):
+        items = [valid_value(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, dict):
+        pairs = [(valid_text(k), valid_value(v)) for k, v in value.items()]
+        same = all(k is k2 and v is v2 for (k, v), (k2, v2) in zip(pairs, value.items(), strict=True))
+        return value if same else dict(pairs)
+    return value
