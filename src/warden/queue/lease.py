@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from warden.errors import WardenError
@@ -23,8 +23,9 @@ class Lease:
     # trip instead of three reads after it).
     input: str = ""
     """The task's input text."""
-    history: list[dict[str, Any]] | None = None
-    """The session's earlier turns (message dicts) when the lease was taken."""
+    history: list[dict[str, Any]] | None = field(default=None, compare=False)
+    """The session's earlier turns (message dicts) when the lease was taken (not part of the
+    lease's identity: leases stay hashable)."""
     run_seconds: float = 0.0
     """Run time spent by earlier attempts (against the agent's timeout)."""
     traceparent: str | None = None
