@@ -3,33 +3,14 @@ only committed rows count, and a broken chain is an error, never a silently shor
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import insert
 
-from tests.conftest import MakeConfig
 from warden.agent.state import LoopState, latest_checkpoint, save_checkpoint
 from warden.errors import StorageError
 from warden.models.base import Message, Usage
 from warden.runtime import Runtime
-from warden.service.tasks import Submission
 from warden.store.schema import checkpoints
-
-
-@pytest.fixture
-async def runtime(make_config: MakeConfig, database_url: str) -> AsyncIterator[Runtime]:
-    rt = await Runtime.open(make_config(database_url=database_url))
-    try:
-        yield rt
-    finally:
-        await rt.close()
-
-
-async def _task(rt: Runtime) -> str:
-    p = await rt.keys.authenticate((await rt.keys.create("acme", name="t", scopes=["admin"])).secret)
-    task, _ = await rt.tasks.submit(p, Submission(agent="tester", input="hello"))
-    return task.id
 
 
 async def _latest(rt: Runtime, task_id: str) -> LoopState | None:
@@ -41,8 +22,9 @@ def _contents(state: LoopState) -> list[tuple[str, str]]:
     return [(m.role, m.content) for m in state.messages]
 
 
-async def test_steps_store_increments_and_the_fold_is_the_whole_conversation(runtime: Runtime) -> None:
-    task_id = await _task(runtime)
+async def test_steps_store_increments_and_the_fold_is_the_whole_conversation(
+    runtime: Runtime, task_id: str
+) -> None:
     state = LoopState(step=0, messages=[Message("system", "be brief"), Message("user", "hello")])
     for step in range(1, 4):
         state.messages += [Message("assistant", f"call {step}"), Message("tool", f"result {step}")]
@@ -63,8 +45,7 @@ async def test_steps_store_increments_and_the_fold_is_the_whole_conversation(run
     assert latest.total_usage == Usage(30, 3)
 
 
-async def test_a_rolled_back_checkpoint_is_not_the_next_ones_base(runtime: Runtime) -> None:
-    task_id = await _task(runtime)
+async def test_a_rolled_back_checkpoint_is_not_the_next_ones_base(runtime: Runtime, task_id: str) -> None:
     state = LoopState(step=1, messages=[Message("user", "hello"), Message("assistant", "a")])
     async with runtime.log.transaction() as tx:
         await save_checkpoint(tx, task_id, state)
@@ -84,8 +65,7 @@ async def test_a_rolled_back_checkpoint_is_not_the_next_ones_base(runtime: Runti
     assert _contents(latest) == [("user", "hello"), ("assistant", "a"), ("tool", "lost"), ("assistant", "b")]
 
 
-async def test_a_gap_in_the_chain_is_an_error(runtime: Runtime) -> None:
-    task_id = await _task(runtime)
+async def test_a_gap_in_the_chain_is_an_error(runtime: Runtime, task_id: str) -> None:
     state = LoopState(step=1, messages=[Message("user", "hello"), Message("assistant", "a")])
     async with runtime.log.transaction() as tx:
         await save_checkpoint(tx, task_id, state)
@@ -102,9 +82,8 @@ async def test_a_gap_in_the_chain_is_an_error(runtime: Runtime) -> None:
         await _latest(runtime, task_id)
 
 
-async def test_a_whole_snapshot_row_restarts_the_fold(runtime: Runtime) -> None:
+async def test_a_whole_snapshot_row_restarts_the_fold(runtime: Runtime, task_id: str) -> None:
     """Rows written before increments hold the whole conversation and no ``base``."""
-    task_id = await _task(runtime)
     async with runtime.db.transaction() as conn:
         for step, contents in ((1, ["hello", "a"]), (2, ["hello", "a", "b"])):
             await conn.execute(

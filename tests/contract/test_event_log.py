@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import MakeConfig
-from warden.events.stream import follow
+from warden.events.stream import flatten, follow_batches
 from warden.events.types import EventType
 from warden.runtime import Runtime
-from warden.service.tasks import Submission
 
 
-@pytest.fixture
-async def runtime(make_config: MakeConfig, database_url: str) -> AsyncIterator[Runtime]:
-    rt = await Runtime.open(make_config(database_url=database_url))
-    try:
-        yield rt
-    finally:
-        await rt.close()
-
-
-async def _task(rt: Runtime) -> str:
-    p = await rt.keys.authenticate((await rt.keys.create("acme", name="t", scopes=["admin"])).secret)
-    task, _ = await rt.tasks.submit(p, Submission(agent="tester", input="hello"))
-    return task.id
-
-
-async def test_seqs_are_contiguous_under_concurrent_appends(runtime: Runtime) -> None:
-    task_id = await _task(runtime)
+async def test_seqs_are_contiguous_under_concurrent_appends(runtime: Runtime, task_id: str) -> None:
 
     async def writer(n: int) -> None:
         for i in range(10):
@@ -42,8 +23,7 @@ async def test_seqs_are_contiguous_under_concurrent_appends(runtime: Runtime) ->
     assert seqs == list(range(1, 52))
 
 
-async def test_a_rolled_back_transaction_leaves_no_event(runtime: Runtime) -> None:
-    task_id = await _task(runtime)
+async def test_a_rolled_back_transaction_leaves_no_event(runtime: Runtime, task_id: str) -> None:
     with pytest.raises(RuntimeError):
         async with runtime.log.transaction() as tx:
             await tx.emit(task_id, EventType.TOOL_OUTPUT, {"text": "never"})
@@ -55,8 +35,7 @@ async def test_a_rolled_back_transaction_leaves_no_event(runtime: Runtime) -> No
     assert event.seq == 2
 
 
-async def test_follow_resumes_after_a_seq_and_sees_live_events_once(runtime: Runtime) -> None:
-    task_id = await _task(runtime)
+async def test_follow_resumes_after_a_seq_and_sees_live_events_once(runtime: Runtime, task_id: str) -> None:
     for i in range(3):
         async with runtime.log.transaction() as tx:
             await tx.emit(task_id, EventType.TOOL_OUTPUT, {"i": i})
@@ -68,7 +47,9 @@ async def test_follow_resumes_after_a_seq_and_sees_live_events_once(runtime: Run
     seen: list[int] = []
 
     async def reader() -> None:
-        async for event in follow(runtime.log, task_id, after=2, is_finished=is_finished, idle_check=0.2):
+        async for event in flatten(
+            follow_batches(runtime.log, task_id, after=2, is_finished=is_finished, idle_check=0.2)
+        ):
             seen.append(event.seq)
 
     reading = asyncio.create_task(reader())
@@ -83,15 +64,15 @@ async def test_follow_resumes_after_a_seq_and_sees_live_events_once(runtime: Run
     assert seen == [3, 4, 5, 6, 7, 8]
 
 
-async def test_emit_later_fails_the_whole_transaction_when_its_guard_fails(runtime: Runtime) -> None:
+async def test_emit_later_fails_the_whole_transaction_when_its_guard_fails(
+    runtime: Runtime, task_id: str
+) -> None:
     """A deferred emit is checked at the latest at commit: a failed guard (a lost lease) rolls
     back everything the transaction wrote before it, and nothing is published."""
     from sqlalchemy import update
 
     from warden.events.log import Guard
     from warden.store.schema import tasks
-
-    task_id = await _task(runtime)
 
     class Lost(Exception):
         pass
@@ -118,12 +99,9 @@ async def test_emit_later_fails_the_whole_transaction_when_its_guard_fails(runti
         assert [e.seq for e in sub.drain()] == [2, 3, 4]
 
 
-async def test_a_busy_follower_gets_what_queued_up_in_one_batch(runtime: Runtime) -> None:
+async def test_a_busy_follower_gets_what_queued_up_in_one_batch(runtime: Runtime, task_id: str) -> None:
     """Events published while the reader is away come back as one batch, in order, once each,
     with a gap in the live stream filled from the log."""
-    from warden.events.stream import follow_batches
-
-    task_id = await _task(runtime)
     finished = asyncio.Event()
 
     async def is_finished() -> bool:
@@ -150,8 +128,9 @@ async def test_a_busy_follower_gets_what_queued_up_in_one_batch(runtime: Runtime
     assert rest == [[5, 6, 7]]
 
 
-async def test_a_quiet_subscription_times_out_and_a_later_get_moves_the_deadline(runtime: Runtime) -> None:
-    task_id = await _task(runtime)
+async def test_a_quiet_subscription_times_out_and_a_later_get_moves_the_deadline(
+    runtime: Runtime, task_id: str
+) -> None:
     loop = asyncio.get_running_loop()
     # After seq 1 (task.queued), or the bus's log poll would hand that one over.
     async with runtime.log.bus.subscribe(task_id, after=1) as sub:

@@ -3,33 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tests.conftest import MakeConfig
 from warden.runtime import Runtime
-from warden.service.tasks import Submission
 from warden.store.prepared import Prepared
 from warden.store.schema import events, tasks, tenants
-
-
-@pytest.fixture
-async def runtime(make_config: MakeConfig, database_url: str) -> AsyncIterator[Runtime]:
-    rt = await Runtime.open(make_config(database_url=database_url))
-    try:
-        yield rt
-    finally:
-        await rt.close()
-
-
-async def _task(rt: Runtime) -> str:
-    p = await rt.keys.authenticate((await rt.keys.create("acme", name="t", scopes=["admin"])).secret)
-    task, _ = await rt.tasks.submit(p, Submission(agent="tester", input="hello"))
-    return task.id
 
 
 async def _in_transaction(rt: Runtime, fn: Callable[[Connection], Any]) -> Any:
@@ -39,8 +22,8 @@ async def _in_transaction(rt: Runtime, fn: Callable[[Connection], Any]) -> Any:
 
 async def test_rows_go_through_the_bind_processors_and_read_back_as_sqlalchemy_wrote_them(
     runtime: Runtime,
+    task_id: str,
 ) -> None:
-    task_id = await _task(runtime)
     statement = Prepared(insert(events), column_keys=("task_id", "seq", "ts", "type", "data"))
     rows = [
         {"task_id": task_id, "seq": 100 + i, "ts": 1.5, "type": "tool.output", "data": {"i": i, "é": [1]}}
@@ -56,8 +39,9 @@ async def test_rows_go_through_the_bind_processors_and_read_back_as_sqlalchemy_w
     assert sorted((r.seq, r.data) for r in found) == [(101, {"i": 1, "é": [1]}), (102, {"i": 2, "é": [1]})]
 
 
-async def test_returning_gives_rows_and_values_the_statement_carries_are_bound(runtime: Runtime) -> None:
-    task_id = await _task(runtime)
+async def test_returning_gives_rows_and_values_the_statement_carries_are_bound(
+    runtime: Runtime, task_id: str
+) -> None:
     await _in_transaction(
         runtime, lambda c: c.execute(update(tasks).where(tasks.c.id == task_id).values(lease_owner="w1"))
     )
@@ -92,8 +76,7 @@ async def test_a_driver_error_is_wrapped_as_sqlalchemy_wraps_it_and_rolls_back(r
         assert (await conn.execute(select(tenants.c.id).where(tenants.c.name == "other"))).all() == []
 
 
-async def test_a_missing_parameter_is_named(runtime: Runtime) -> None:
-    task_id = await _task(runtime)
+async def test_a_missing_parameter_is_named(runtime: Runtime, task_id: str) -> None:
     statement = Prepared(select(tasks.c.id).where(tasks.c.id == bindparam("task")))
     with pytest.raises(KeyError, match="'task'"):
         await _in_transaction(runtime, lambda c: statement.run(c, {}))

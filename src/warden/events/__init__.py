@@ -2,7 +2,7 @@
 
 from warden.events.bus import EventBus, LocalEventBus, Subscription
 from warden.events.log import EventLog, Guard, Tx, read_events
-from warden.events.stream import follow
+from warden.events.stream import flatten, follow_batches
 from warden.events.types import TERMINAL_EVENTS, Event, EventType
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "LocalEventBus",
     "Subscription",
     "Tx",
-    "follow",
+    "flatten",
+    "follow_batches",
     "read_events",
 ]

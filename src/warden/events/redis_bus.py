@@ -2,7 +2,7 @@
 out to every process that streams the task, and carries cancel signals between processes.
 
 Redis is a fast path, never the record. Every event is in the database log before it is
-published, subscribers re-read the log on a gap or a lag (`events/stream.py: follow`), and while
+published, subscribers re-read the log on a gap or a lag (`events/stream.py: follow_batches`), and while
 Redis is unreachable this bus reads the log of each streamed task every ``poll_interval`` (as
 `LocalEventBus` does) and idle workers and cancel checks poll the database as they always do.
 It reconnects with backoff, then re-reads the log once, so an outage loses nothing and fails

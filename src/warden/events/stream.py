@@ -12,19 +12,9 @@ IsFinished = Callable[[], Awaitable[bool]]
 """Tells whether the task has reached a terminal state (checked when the log runs dry)."""
 
 
-async def follow(
-    log: EventLog,
-    task_id: str,
-    *,
-    after: int = 0,
-    is_finished: IsFinished,
-    idle_check: float = 5.0,
-    page: int = 500,
-) -> AsyncIterator[Event]:
-    """Yield events with ``seq > after`` until the terminal event has been yielded."""
-    async for batch in follow_batches(
-        log, task_id, after=after, is_finished=is_finished, idle_check=idle_check, page=page
-    ):
+async def flatten(batches: AsyncIterator[list[Event]]) -> AsyncIterator[Event]:
+    """The events of `follow_batches`, one at a time."""
+    async for batch in batches:
         for event in batch:
             yield event
 
@@ -38,9 +28,10 @@ async def follow_batches(
     idle_check: float = 5.0,
     page: int = 500,
 ) -> AsyncIterator[list[Event]]:
-    """`follow`, in batches of what is ready at once (a page of the backlog, or the live events
-    that queued up while the reader was busy): a reader that falls behind catches up in fewer,
-    larger writes instead of one per event. The last batch ends with the terminal event."""
+    """Yield events with ``seq > after`` until the terminal event has been yielded, in batches
+    of what is ready at once (a page of the backlog, or the live events that queued up while the
+    reader was busy): a reader that falls behind catches up in fewer, larger writes instead of
+    one per event. The last batch ends with the terminal event; `flatten` gives single events."""
     last = after
     async with log.bus.subscribe(task_id, after) as sub:
 

@@ -160,15 +160,13 @@ class ModelResponse:
         """This response with lone surrogates (a JSON ``\\ud800`` escape in what the model sent)
         replaced by U+FFFD: stored, they would make every API response that shows them fail."""
         message = self.message
-        calls = tuple(
-            ToolCall(c.id, valid_text(c.name), valid_json_text(c.arguments)) for c in message.tool_calls
-        )
         content = valid_text(message.content)
-        if content is message.content and all(
-            a.arguments is b.arguments and a.name is b.name
-            for a, b in zip(calls, message.tool_calls, strict=True)
-        ):
-            return self
+        calls = tuple(
+            replace(c, name=valid_text(c.name), arguments=valid_json_text(c.arguments))
+            for c in message.tool_calls
+        )
+        if content is message.content and calls == message.tool_calls:
+            return self  # the usual case: nothing was replaced
         return ModelResponse(
             replace(message, content=content, tool_calls=calls), self.usage, self.model, self.finish_reason
         )

@@ -392,13 +392,9 @@ class SqlTaskQueue:
 
         tx.after_commit(committed)
 
-    async def release_next_in_session(self, tx: Tx, session_id: str) -> None:
-        """Make the session's oldest held task available, if no task of the session is active."""
-        # One unit of work (one hand-off to SQLite's writer thread) for the three statements.
-        if await tx.conn.run_sync(self._release_next, session_id):
-            tx.after_commit(self.log.bus.notify_work)
-
     def _release_next(self, conn: Connection, session_id: str) -> bool:
+        """Make the session's oldest held task available if no task of the session is active;
+        True if one was (part of a task's finish unit)."""
         statements = self._statements
         params = {"s_id": session_id}
         if statements.session_active.run(conn, params):

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from warden.errors import Conflict, InvalidInput, NotFound
 from warden.events.log import EventLog
-from warden.events.stream import follow_batches
+from warden.events.stream import flatten, follow_batches
 from warden.events.types import Event
 from warden.governance.budgets import BudgetLedger
 from warden.governance.pii.guard import PiiGuard, VaultReader
@@ -233,7 +233,7 @@ class TaskService:
     async def events(self, principal: Principal, task_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Every event after ``after`` until the task ends; checks access before the first.
         Placeholders of the PII vault stay unless the caller holds ``pii:read``."""
-        return _flat(await self.event_batches(principal, task_id, after))
+        return flatten(await self.event_batches(principal, task_id, after))
 
     async def event_batches(
         self, principal: Principal, task_id: str, after: int = 0
@@ -249,12 +249,6 @@ class TaskService:
         stream = follow_batches(self.log, task_id, after=after, is_finished=is_finished)
         reader = self._reader(principal, record)
         return stream if reader is None else _revealing(stream, reader)
-
-
-async def _flat(batches: AsyncIterator[list[Event]]) -> AsyncIterator[Event]:
-    async for batch in batches:
-        for event in batch:
-            yield event
 
 
 async def _revealing(stream: AsyncIterator[list[Event]], reader: VaultReader) -> AsyncIterator[list[Event]]:
